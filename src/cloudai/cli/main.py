@@ -1,0 +1,60 @@
+"""`cloudai` command: dispatches to one module per subcommand group.
+
+Each module named in ``_COMMAND_MODULES`` exposes ``register(subparsers)``, which adds
+its subcommands and sets ``func(args) -> int`` on each of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cloudai import __version__
+
+_COMMAND_MODULES = (
+    "cloudai.master.cli",
+    "cloudai.worker.cli",
+    "cloudai.cli.watch",
+    "cloudai.cli.admin",
+    "cloudai.cli.up",
+    "cloudai.bench.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloudai", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cloudai {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real missing dependency, not a missing module
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    configure_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130

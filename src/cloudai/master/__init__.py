@@ -1,0 +1,1 @@
+"""The master node: registry, gRPC service, telemetry fan-out, HTTP/WebSocket server."""

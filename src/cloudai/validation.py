@@ -1,0 +1,89 @@
+"""Validation of incoming protocol messages. Pure functions, no I/O.
+
+Limits (documented in docs/ARCHITECTURE.md):
+- worker and task ids: 1..128 characters of ``[A-Za-z0-9._:@-]``, starting alphanumeric;
+- usage percentages: finite and within 0..100;
+- allocated/requested resources: finite and >= 0;
+- running tasks per heartbeat: at most 1,024, ids unique.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from cloudai.proto import pb
+
+MAX_ID_LENGTH = 128
+MAX_RUNNING_TASKS = 1024
+MAX_STATUS_LENGTH = 32
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
+
+
+class InvalidMessage(ValueError):
+    """A message that breaks the protocol's rules; the text says which rule."""
+
+
+def check_id(kind: str, value: str) -> str:
+    if not value:
+        raise InvalidMessage(f"{kind} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidMessage(f"{kind} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
+    if not _ID_RE.fullmatch(value):
+        raise InvalidMessage(
+            f"{kind} {value[:40]!r} has invalid characters: use letters, digits and . _ : @ -"
+            " and start with a letter or digit"
+        )
+    return value
+
+
+def check_percent(name: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0.0 or value > 100.0:
+        raise InvalidMessage(f"{name} must be a percentage in 0..100, got {value!r}")
+
+
+def check_amount(name: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0.0:
+        raise InvalidMessage(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def validate_heartbeat(hb: pb.Heartbeat) -> None:
+    check_id("worker_id", hb.worker_id)
+    check_percent("cpu_usage", hb.cpu_usage)
+    check_percent("memory_usage", hb.memory_usage)
+    check_percent("storage_usage", hb.storage_usage)
+    check_percent("gpu_usage", hb.gpu_usage)
+    tasks = hb.running_tasks
+    if len(tasks) > MAX_RUNNING_TASKS:
+        raise InvalidMessage(
+            f"{len(tasks)} running tasks in one heartbeat; the limit is {MAX_RUNNING_TASKS}"
+        )
+    seen: set[str] = set()
+    for task in tasks:
+        check_id("task_id", task.task_id)
+        if task.task_id in seen:
+            raise InvalidMessage(f"duplicate task_id {task.task_id!r} in running_tasks")
+        seen.add(task.task_id)
+        check_amount("cpu_allocated", task.cpu_allocated)
+        check_amount("memory_allocated", task.memory_allocated)
+        check_amount("gpu_allocated", task.gpu_allocated)
+        check_amount("cpu_usage", task.cpu_usage)
+        if len(task.status) > MAX_STATUS_LENGTH:
+            raise InvalidMessage(f"task status is longer than {MAX_STATUS_LENGTH} characters")
+
+
+def validate_worker_info(info: pb.WorkerInfo) -> None:
+    check_id("worker_id", info.worker_id)
+    if len(info.worker_ip) > 256:
+        raise InvalidMessage("worker_ip is longer than 256 characters")
+    for name in ("total_cpu", "total_memory", "total_storage", "total_gpu"):
+        check_amount(name, getattr(info, name))
+
+
+def validate_task_result(result: pb.TaskResult) -> None:
+    check_id("task_id", result.task_id)
+    check_id("worker_id", result.worker_id)
+    if len(result.status) > MAX_STATUS_LENGTH:
+        raise InvalidMessage(f"status is longer than {MAX_STATUS_LENGTH} characters")
