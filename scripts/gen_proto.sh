@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-src}"
-python="${PYTHON:-python}"
-[ -x .venv/bin/python ] && python=.venv/bin/python
+if [ -n "${PYTHON:-}" ]; then python=$PYTHON
+elif [ -x .venv/bin/python ]; then python=.venv/bin/python
+else python=python3; fi
 mkdir -p "$out/cloudai/proto"
 "$python" -m grpc_tools.protoc -I src --python_out="$out" --pyi_out="$out" \
   --grpc_python_out="$out" src/cloudai/proto/cluster.proto

@@ -30,7 +30,9 @@ def check_id(kind: str, value: str) -> str:
     if not value:
         raise InvalidMessage(f"{kind} must not be empty")
     if len(value) > MAX_ID_LENGTH:
-        raise InvalidMessage(f"{kind} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
+        raise InvalidMessage(
+            f"{kind} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
+        )
     if not _ID_RE.fullmatch(value):
         raise InvalidMessage(
             f"{kind} {value[:40]!r} has invalid characters: use letters, digits and . _ : @ -"

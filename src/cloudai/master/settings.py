@@ -24,7 +24,7 @@ class MasterSettings:
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     http_enabled: bool = True
-    # Address given to workers in MasterRegister; None: the local address that routes to each worker.
+    # Address given to workers in MasterRegister; None: the local address routing to each.
     advertise_host: str | None = None
     inactivity_timeout: float = 30.0
     heartbeat_queue_size: int = 8

@@ -1,0 +1,125 @@
+"""`cloudai master`: parse flags/env into MasterSettings and run a MasterServer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from cloudai.addresses import parse_port, split_host_port
+from cloudai.master.server import MasterServer
+from cloudai.master.settings import MasterSettings
+from cloudai.validation import InvalidMessage, check_id
+
+log = logging.getLogger(__name__)
+
+
+def _allow_worker(text: str) -> tuple[str, str]:
+    worker_id, sep, address = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ID=IP:PORT")
+    try:
+        check_id("worker_id", worker_id)
+        split_host_port(address)
+    except (ValueError, InvalidMessage) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return worker_id, address
+
+
+def _port(text: str) -> int:
+    try:
+        return parse_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("master", help="run a master node")
+    p.add_argument("--grpc-port", type=_port, help="gRPC port (env GRPC_PORT; default 50051)")
+    p.add_argument("--http-port", type=_port, help="HTTP/WebSocket port (env HTTP_PORT; 8080)")
+    p.add_argument("--host", help="listen address for gRPC and HTTP (default 0.0.0.0)")
+    p.add_argument("--no-http", action="store_true", help="do not start the HTTP server")
+    p.add_argument(
+        "--allow-worker",
+        type=_allow_worker,
+        action="append",
+        default=[],
+        metavar="ID=IP:PORT",
+        help="pre-register (authorise) a worker; repeatable",
+    )
+    p.add_argument("--advertise-host", help="address workers use to reach this master")
+    p.add_argument("--inactivity-timeout", type=float, help="seconds (default 30)")
+    p.add_argument("--ws-batch-ms", type=float, help="fan-out tick in ms (default 5; 0: none)")
+    p.add_argument("--ws-ping-interval", type=float, help="seconds (default 54)")
+    p.add_argument("--ws-client-timeout", type=float, help="seconds (default 60)")
+    p.add_argument("--ws-compression", action="store_true", help="offer permessage-deflate")
+    p.add_argument("--data-dir", type=Path, help="directory of the embedded database")
+    p.add_argument("--database-url", help="e.g. postgresql://... (env CLOUDAI_DATABASE_URL)")
+    p.add_argument("--no-cli", action="store_true", help="no interactive CLI even on a terminal")
+    p.add_argument("--ready-file", type=Path, help="write {grpc_port, http_port, pid} here")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> MasterSettings:
+    settings = MasterSettings.from_env()
+    if args.grpc_port is not None:
+        settings.grpc_port = args.grpc_port
+    if args.http_port is not None:
+        settings.http_port = args.http_port
+    if args.host:
+        settings.grpc_host = settings.http_host = args.host
+    if args.no_http:
+        settings.http_enabled = False
+    settings.allowed_workers.update(dict(args.allow_worker))
+    if args.advertise_host:
+        settings.advertise_host = args.advertise_host
+    if args.inactivity_timeout is not None:
+        settings.inactivity_timeout = args.inactivity_timeout
+    if args.ws_batch_ms is not None:
+        settings.ws_batch_interval = args.ws_batch_ms / 1000.0
+    if args.ws_ping_interval is not None:
+        settings.ws_ping_interval = args.ws_ping_interval
+    if args.ws_client_timeout is not None:
+        settings.ws_client_timeout = args.ws_client_timeout
+    if args.ws_compression:
+        settings.ws_compression = True
+    if args.data_dir is not None:
+        settings.data_dir = args.data_dir
+    if args.database_url:
+        settings.database_url = args.database_url
+    if args.no_cli:
+        settings.interactive = False
+    elif settings.interactive is None:
+        settings.interactive = sys.stdin.isatty()
+    return settings
+
+
+def install_event_loop_policy() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    install_event_loop_policy()
+
+    async def main() -> None:
+        server = MasterServer(settings)
+        foreground = None
+        if settings.interactive:
+            from cloudai.master.console import make_console
+
+            foreground = make_console(server)
+        await server.run(ready_file=args.ready_file, foreground=foreground)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        log.error("cannot start the master: %s", exc)
+        return 1
+    return 0

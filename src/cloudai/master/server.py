@@ -1,0 +1,167 @@
+"""MasterServer: builds the master's components from MasterSettings and runs them.
+
+Start-up order: TelemetryManager, master service, gRPC server, HTTP/WebSocket server,
+then (optionally) the interactive CLI. Shutdown is the reverse, explicitly:
+stop accepting (gRPC and HTTP), let in-flight RPCs finish within the grace period,
+close WebSocket clients with 1001 (going away), stop background work and every
+per-worker task, flush the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+
+from cloudai.addresses import join_host_port
+from cloudai.master.http_app import WebSocketConfig, create_app
+from cloudai.master.registry import WorkerRegistry
+from cloudai.master.service import MasterService
+from cloudai.master.settings import MasterSettings
+from cloudai.master.tasks import TaskBook
+from cloudai.master.worker_link import WorkerLink
+from cloudai.master.ws_hub import TelemetryHub
+from cloudai.proto import rpc
+from cloudai.telemetry.manager import TelemetryManager
+
+log = logging.getLogger(__name__)
+
+AppExtension = Callable[["MasterServer", web.Application], None]
+
+
+class MasterServer:
+    def __init__(self, settings: MasterSettings) -> None:
+        self.settings = settings
+        self.telemetry = TelemetryManager(
+            settings.inactivity_timeout, queue_size=settings.heartbeat_queue_size
+        )
+        self.registry = WorkerRegistry()
+        self.hub = TelemetryHub(batch_interval=settings.ws_batch_interval)
+        self.link = WorkerLink(
+            self.registry,
+            master_id=settings.master_id,
+            grpc_port=settings.grpc_port,
+            advertise_host=settings.advertise_host,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        self.tasks = TaskBook(self.registry, self.link)
+        self.service = MasterService(self.registry, self.telemetry, self.tasks)
+        self.telemetry.subscribe(self.hub.on_telemetry)
+        self.telemetry.subscribe(self.tasks.on_telemetry)
+        self.app_extensions: list[AppExtension] = []
+        self.grpc_port: int | None = None
+        self.http_port: int | None = None
+        self._grpc_server: grpc.aio.Server | None = None
+        self._http_runner: web.AppRunner | None = None
+        self._stopped = asyncio.Event()
+
+    # -- start ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.telemetry.start()
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ]
+        )
+        rpc.add_MasterWorkerServicer_to_server(self.service, server)
+        grpc_address = join_host_port(settings.grpc_host, settings.grpc_port)
+        self.grpc_port = server.add_insecure_port(grpc_address)
+        if not self.grpc_port:
+            raise OSError(f"cannot listen for gRPC on {grpc_address}")
+        await server.start()
+        self._grpc_server = server
+        self.link.grpc_port = self.grpc_port
+        log.info("gRPC listening on %s", join_host_port(settings.grpc_host, self.grpc_port))
+
+        if settings.http_enabled:
+            app = create_app(
+                self.telemetry,
+                self.hub,
+                WebSocketConfig(
+                    settings.ws_ping_interval, settings.ws_client_timeout, settings.ws_compression
+                ),
+            )
+            for extend in self.app_extensions:
+                extend(self, app)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+            await site.start()
+            self._http_runner = runner
+            self.http_port = int(runner.addresses[0][1])
+            http_address = join_host_port(settings.http_host, self.http_port)
+            log.info("HTTP listening on %s (WebSocket /ws/telemetry, /health)", http_address)
+
+        for worker_id, address in settings.allowed_workers.items():
+            self.registry.authorise(worker_id, address)
+            self.link.connect(worker_id)
+
+    def write_ready_file(self, path: Path) -> None:
+        """Tell a supervisor (or a test) where we listen, atomically."""
+        data = {"pid": os.getpid(), "grpc_port": self.grpc_port, "http_port": self.http_port}
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+
+    # -- stop -------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        grace = self.settings.shutdown_grace
+        log.info("shutting down")
+        # 1. Stop accepting; in-flight RPCs get `grace` seconds. WebSocket clients get 1001.
+        stopping = []
+        if self._grpc_server is not None:
+            stopping.append(self._grpc_server.stop(grace))
+        if self._http_runner is not None:
+            stopping.append(self._http_runner.cleanup())
+        await asyncio.gather(*stopping, return_exceptions=True)
+        # 2. Background work: registration retries, per-worker telemetry tasks.
+        await self.link.close()
+        await self.telemetry.shutdown()
+        await self.tasks.close()
+        self._stopped.set()
+        log.info("stopped")
+
+    # -- run --------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        ready_file: Path | None = None,
+        foreground: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        """Start, serve until SIGINT/SIGTERM (or until ``foreground`` returns), stop."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            if ready_file is not None:
+                self.write_ready_file(ready_file)
+            waiters = [asyncio.ensure_future(stop.wait())]
+            if foreground is not None:
+                waiters.append(asyncio.ensure_future(foreground()))
+            _done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self.stop()

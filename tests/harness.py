@@ -1,0 +1,152 @@
+"""Helpers for tests that start real master/worker processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+async def async_wait_until(
+    predicate: Callable[[], Awaitable[Any] | Any], timeout: float = 10.0, what: str = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+def cloudai_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cloudai", *args]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("GRPC_PORT", None)
+    env.pop("HTTP_PORT", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    ready: dict[str, Any]
+    log_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def send_signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        self.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"process did not exit after {sig}:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_process(
+    args: list[str], workdir: Path, name: str, timeout: float = 20.0, **env: str
+) -> Process:
+    """Start ``cloudai <args> --ready-file F`` and wait for its ready file."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ready_file = workdir / f"{name}.ready.json"
+    ready_file.unlink(missing_ok=True)
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cloudai_command(*args, "--ready-file", str(ready_file)),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env(**env),
+            cwd=workdir,
+        )
+    process = Process(proc, {}, log_path)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{name} exited with {proc.returncode}:\n{process.log()}")
+        return ready_file.exists()
+
+    try:
+        wait_until(ready, timeout, f"{name} to be ready")
+    except AssertionError:
+        process.kill()
+        raise
+    process.ready = json.loads(ready_file.read_text())
+    return process
+
+
+def start_master(workdir: Path, *args: str, name: str = "master", **env: str) -> Process:
+    master = start_process(
+        [
+            "master",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--no-cli",
+            "--data-dir",
+            str(workdir / "data"),
+            *args,
+        ],
+        workdir,
+        name,
+        **env,
+    )
+    master.extra["grpc"] = f"127.0.0.1:{master.ready['grpc_port']}"
+    master.extra["http"] = f"http://127.0.0.1:{master.ready['http_port']}"
+    master.extra["ws"] = f"ws://127.0.0.1:{master.ready['http_port']}"
+    return master

@@ -1,0 +1,68 @@
+"""MasterServer in this process: nothing (task, socket, thread) outlives stop()."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import aiohttp
+import grpc
+
+from cloudai.master.server import MasterServer
+from cloudai.master.settings import MasterSettings
+from cloudai.proto import pb, rpc
+
+
+def can_bind(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+async def test_stop_leaves_nothing_behind(tmp_path) -> None:
+    threads_before = {t.ident for t in threading.enumerate()}
+    tasks_before = asyncio.all_tasks()
+    settings = MasterSettings(
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        http_host="127.0.0.1",
+        http_port=0,
+        allowed_workers={"w1": "127.0.0.1:9", "w2": "127.0.0.1:9"},
+        data_dir=tmp_path,
+    )
+    server = MasterServer(settings)
+    await server.start()
+    grpc_port, http_port = server.grpc_port, server.http_port
+    assert grpc_port and http_port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = rpc.MasterWorkerStub(channel)
+        for worker_id in ("w1", "w2"):
+            ack = await stub.RegisterWorker(pb.WorkerInfo(worker_id=worker_id))
+            assert ack.success
+            await stub.SendHeartbeat(pb.Heartbeat(worker_id=worker_id, cpu_usage=5))
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"ws://127.0.0.1:{http_port}/ws/telemetry")
+        await ws.receive()
+        assert server.hub.client_count == 1
+        closing = asyncio.create_task(ws.receive())  # a dashboard reads all the time
+        await server.stop()
+        msg = await asyncio.wait_for(closing, 5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1001
+        await ws.close()
+    assert server.hub.client_count == 0
+    leftover = asyncio.all_tasks() - tasks_before - {asyncio.current_task()}
+    assert not leftover, leftover
+    assert can_bind(grpc_port) and can_bind(http_port)
+    # grpc's core keeps a small fixed pool of its own; none of ours may remain.
+    ours = [
+        t.name
+        for t in threading.enumerate()
+        if t.ident not in threads_before and not t.daemon and t.name != "MainThread"
+    ]
+    assert ours == []
