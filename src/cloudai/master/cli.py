@@ -17,12 +17,11 @@ log = logging.getLogger(__name__)
 
 
 def _allow_worker(text: str) -> tuple[str, str]:
-    worker_id, sep, address = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected ID=IP:PORT")
+    worker_id, _, address = text.strip().partition("=")
     try:
         check_id("worker_id", worker_id)
-        split_host_port(address)
+        if address:
+            split_host_port(address)
     except (ValueError, InvalidMessage) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return worker_id, address
@@ -46,8 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_allow_worker,
         action="append",
         default=[],
-        metavar="ID=IP:PORT",
-        help="pre-register (authorise) a worker; repeatable",
+        metavar="ID[=IP:PORT]",
+        help="authorise a worker; with its address the master calls its MasterRegister, "
+        "without it the worker must register itself (--master); repeatable",
+    )
+    p.add_argument(
+        "--allow-workers-file",
+        type=Path,
+        metavar="FILE",
+        help="authorise the workers listed in FILE, one ID[=IP:PORT] a line",
     )
     p.add_argument("--advertise-host", help="address workers use to reach this master")
     p.add_argument("--inactivity-timeout", type=float, help="seconds (default 30)")
@@ -73,6 +79,14 @@ def settings_from_args(args: argparse.Namespace) -> MasterSettings:
     if args.no_http:
         settings.http_enabled = False
     settings.allowed_workers.update(dict(args.allow_worker))
+    if args.allow_workers_file is not None:
+        for line in args.allow_workers_file.read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                try:
+                    worker_id, address = _allow_worker(line)
+                except argparse.ArgumentTypeError as exc:
+                    raise SystemExit(f"{args.allow_workers_file}: {exc}") from None
+                settings.allowed_workers[worker_id] = address
     if args.advertise_host:
         settings.advertise_host = args.advertise_host
     if args.inactivity_timeout is not None:

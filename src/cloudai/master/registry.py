@@ -61,11 +61,16 @@ class WorkerRegistry:
 
     # -- admin -----------------------------------------------------------------------------
 
-    def authorise(self, worker_id: str, address: str) -> WorkerEntry:
-        """Pre-register a worker (the admin's ``register``). Keeps its session if any."""
+    def authorise(self, worker_id: str, address: str = "") -> WorkerEntry:
+        """Pre-register a worker (the admin's ``register``). Keeps its session if any.
+
+        An empty address authorises a worker that registers itself (``--master``) and
+        tells its address in RegisterWorker.
+        """
         try:
             check_id("worker_id", worker_id)
-            split_host_port(address)
+            if address:
+                split_host_port(address)
         except ValueError as exc:
             raise RegistryError(str(exc)) from None
         now = self._clock()
@@ -73,7 +78,7 @@ class WorkerRegistry:
         if entry is None:
             entry = WorkerEntry(worker_id, address, registered_at=now, updated_at=now)
             self._entries[worker_id] = entry
-        else:
+        elif address:
             entry.address = address
             entry.updated_at = now
         self._changed(worker_id, entry.copy())

@@ -109,7 +109,8 @@ class MasterServer:
 
         for worker_id, address in settings.allowed_workers.items():
             self.registry.authorise(worker_id, address)
-            self.link.connect(worker_id)
+            if address:
+                self.link.connect(worker_id)
 
     def write_ready_file(self, path: Path) -> None:
         """Tell a supervisor (or a test) where we listen, atomically."""

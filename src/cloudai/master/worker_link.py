@@ -71,6 +71,8 @@ class WorkerLink:
         entry = self._registry.get(worker_id)
         if entry is None:
             raise WorkerUnavailable(f"unknown worker {worker_id!r}")
+        if not entry.address:
+            raise WorkerUnavailable(f"the address of worker {worker_id!r} is not known yet")
         return entry.address
 
     # -- MasterRegister ---------------------------------------------------------------------
@@ -102,7 +104,11 @@ class WorkerLink:
         backoff = Backoff(initial=0.5, maximum=15.0)
         reported = False
         while worker_id in self._registry and not self._registry.has_session(worker_id):
-            ok, message = await self.master_register(worker_id)
+            try:
+                ok, message = await self.master_register(worker_id)
+            except WorkerUnavailable as exc:
+                log.info("not calling MasterRegister: %s", exc)
+                return
             if ok:
                 log.info("worker %s answered MasterRegister: %s", worker_id, message)
                 return
