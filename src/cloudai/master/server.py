@@ -22,10 +22,12 @@ import grpc
 from aiohttp import web
 
 from cloudai.addresses import join_host_port
+from cloudai.master import admin_api
 from cloudai.master.http_app import WebSocketConfig, create_app
-from cloudai.master.registry import WorkerRegistry
+from cloudai.master.registry import WorkerEntry, WorkerRegistry
 from cloudai.master.service import MasterService
 from cloudai.master.settings import MasterSettings
+from cloudai.master.status import RateMeter
 from cloudai.master.tasks import TaskBook
 from cloudai.master.worker_link import WorkerLink
 from cloudai.master.ws_hub import TelemetryHub
@@ -56,18 +58,21 @@ class MasterServer:
         self.service = MasterService(self.registry, self.telemetry, self.tasks)
         self.telemetry.subscribe(self.hub.on_telemetry)
         self.telemetry.subscribe(self.tasks.on_telemetry)
-        self.app_extensions: list[AppExtension] = []
+        self.app_extensions: list[AppExtension] = [admin_api.add_routes]
+        self.ingest_rate = RateMeter(window=10.0)
         self.grpc_port: int | None = None
         self.http_port: int | None = None
         self._grpc_server: grpc.aio.Server | None = None
         self._http_runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
+        self._meter_task: asyncio.Task[None] | None = None
 
     # -- start ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         settings = self.settings
         self.telemetry.start()
+        self._meter_task = asyncio.get_running_loop().create_task(self._sample_rates())
 
         server = grpc.aio.server(
             options=[
@@ -112,6 +117,43 @@ class MasterServer:
             if address:
                 self.link.connect(worker_id)
 
+    # -- admin operations (API and console share these) ----------------------------------
+
+    def authorise_worker(self, worker_id: str, address: str) -> WorkerEntry:
+        """Register a worker as the admin's ``register``: authorise, then MasterRegister."""
+        entry = self.registry.authorise(worker_id, address)
+        if address:
+            self.link.connect(worker_id)
+        return entry
+
+    def revoke_worker(self, worker_id: str) -> bool:
+        if not self.registry.revoke(worker_id):
+            return False
+        self.telemetry.unregister_worker(worker_id)
+        return True
+
+    def summary(self) -> dict[str, object]:
+        workers, active = self.telemetry.worker_count()
+        counts = self.tasks.counts()
+        finished = sum(counts.get(s, 0) for s in ("success", "failure", "cancelled", "rejected"))
+        return {
+            "workers": len(self.registry),
+            "workers_reporting": workers,
+            "active_workers": active,
+            "tasks_running": counts.get("running", 0) + counts.get("assigned", 0),
+            "tasks_queued": counts.get("queued", 0),
+            "tasks_finished": finished,
+            "tasks_by_status": counts,
+            "heartbeats": self.service.stats.heartbeats,
+            "heartbeats_per_second": round(self.ingest_rate.rate, 2),
+            "websocket_clients": self.hub.client_count,
+        }
+
+    async def _sample_rates(self) -> None:
+        while True:
+            self.ingest_rate.sample(self.service.stats.heartbeats)
+            await asyncio.sleep(1.0)
+
     def write_ready_file(self, path: Path) -> None:
         """Tell a supervisor (or a test) where we listen, atomically."""
         data = {"pid": os.getpid(), "grpc_port": self.grpc_port, "http_port": self.http_port}
@@ -132,6 +174,10 @@ class MasterServer:
             stopping.append(self._http_runner.cleanup())
         await asyncio.gather(*stopping, return_exceptions=True)
         # 2. Background work: registration retries, per-worker telemetry tasks.
+        if self._meter_task is not None:
+            self._meter_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._meter_task
         await self.link.close()
         await self.telemetry.shutdown()
         await self.tasks.close()
