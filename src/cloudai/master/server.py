@@ -24,6 +24,7 @@ from aiohttp import web
 from cloudai.addresses import join_host_port
 from cloudai.master import admin_api
 from cloudai.master.http_app import WebSocketConfig, create_app
+from cloudai.master.persistence import MasterPersistence
 from cloudai.master.registry import WorkerEntry, WorkerRegistry
 from cloudai.master.service import MasterService
 from cloudai.master.settings import MasterSettings
@@ -32,6 +33,7 @@ from cloudai.master.tasks import TaskBook
 from cloudai.master.worker_link import WorkerLink
 from cloudai.master.ws_hub import TelemetryHub
 from cloudai.proto import rpc
+from cloudai.store import open_store
 from cloudai.telemetry.manager import TelemetryManager
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class MasterServer:
         self.telemetry.subscribe(self.hub.on_telemetry)
         self.telemetry.subscribe(self.tasks.on_telemetry)
         self.app_extensions: list[AppExtension] = [admin_api.add_routes]
+        self.after_start: list[Callable[[], Awaitable[None]]] = []
         self.ingest_rate = RateMeter(window=10.0)
         self.grpc_port: int | None = None
         self.http_port: int | None = None
@@ -66,11 +69,13 @@ class MasterServer:
         self._http_runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
         self._meter_task: asyncio.Task[None] | None = None
+        self.persistence: MasterPersistence | None = None
 
     # -- start ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         settings = self.settings
+        await self._open_store()
         self.telemetry.start()
         self._meter_task = asyncio.get_running_loop().create_task(self._sample_rates())
 
@@ -154,6 +159,17 @@ class MasterServer:
             self.ingest_rate.sample(self.service.stats.heartbeats)
             await asyncio.sleep(1.0)
 
+    async def _open_store(self) -> None:
+        settings = self.settings
+        store = await asyncio.to_thread(open_store, settings.database_url, settings.data_dir)
+        persistence = MasterPersistence(store)
+        workers, tasks = await persistence.load(self.registry, self.tasks)
+        log.info("store %s: loaded %d workers and %d tasks", store.url, workers, tasks)
+        persistence.attach(self.registry, self.tasks)
+        self.telemetry.subscribe(persistence.on_telemetry)
+        persistence.start()
+        self.persistence = persistence
+
     def write_ready_file(self, path: Path) -> None:
         """Tell a supervisor (or a test) where we listen, atomically."""
         data = {"pid": os.getpid(), "grpc_port": self.grpc_port, "http_port": self.http_port}
@@ -181,6 +197,8 @@ class MasterServer:
         await self.link.close()
         await self.telemetry.shutdown()
         await self.tasks.close()
+        if self.persistence is not None:
+            await self.persistence.stop()
         self._stopped.set()
         log.info("stopped")
 
@@ -198,6 +216,8 @@ class MasterServer:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
+            for hook in self.after_start:
+                await hook()
             if ready_file is not None:
                 self.write_ready_file(ready_file)
             waiters = [asyncio.ensure_future(stop.wait())]
