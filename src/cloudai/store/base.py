@@ -1,0 +1,153 @@
+"""The ``Store`` interface and its errors. Back ends implement ``Store``.
+
+Methods are synchronous and safe to call from several threads at once; asyncio
+callers run them with ``asyncio.to_thread``. Every method is one transaction.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from cloudai.store.models import AssignmentRecord, ResultRecord, TaskRecord, WorkerRecord
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (database unreachable, schema too new...)."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """A record the operation refers to does not exist (e.g. the task of a result)."""
+
+
+class DuplicateError(StoreError):
+    """A record with the same key exists already."""
+
+
+class Store(ABC):
+    """Persistent registry of workers, tasks, assignments and results."""
+
+    @property
+    @abstractmethod
+    def backend(self) -> str:
+        """The back end's name: ``"sqlite"`` or ``"postgresql"``."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """The database URL, password hidden: fit for logs and status output."""
+
+    # -- workers ---------------------------------------------------------------
+
+    @abstractmethod
+    def upsert_worker(self, record: WorkerRecord) -> None:
+        """Insert the worker, or update an existing one with the same id.
+
+        On update ``registered_at`` keeps its stored value and a ``last_heartbeat``
+        of None keeps the stored heartbeat.
+        """
+
+    @abstractmethod
+    def delete_worker(self, worker_id: str) -> bool:
+        """Remove the worker; True if it existed. Its tasks and results stay."""
+
+    @abstractmethod
+    def get_worker(self, worker_id: str) -> WorkerRecord | None: ...
+
+    @abstractmethod
+    def list_workers(self) -> list[WorkerRecord]:
+        """All workers, ordered by id."""
+
+    @abstractmethod
+    def set_worker_active(self, worker_id: str, active: bool) -> bool:
+        """Set the active flag (and ``updated_at``); True if the worker exists."""
+
+    @abstractmethod
+    def record_heartbeats(self, beats: Mapping[str, datetime]) -> None:
+        """Batch: for each worker id, set ``last_heartbeat`` and mark it active.
+
+        One transaction. Unknown worker ids are ignored; a time older than the
+        stored one does not move ``last_heartbeat`` back.
+        """
+
+    # -- tasks -----------------------------------------------------------------
+
+    @abstractmethod
+    def add_task(self, record: TaskRecord) -> None:
+        """Insert a new task; ``DuplicateError`` if the id is taken."""
+
+    @abstractmethod
+    def update_task(
+        self,
+        task_id: str,
+        *,
+        status: str | None = None,
+        message: str | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+    ) -> bool:
+        """Change the given fields (None: leave as is); True if the task exists."""
+
+    @abstractmethod
+    def get_task(self, task_id: str) -> TaskRecord | None: ...
+
+    @abstractmethod
+    def list_tasks(
+        self,
+        status: str | Iterable[str] | None = None,
+        worker_id: str | None = None,
+        limit: int | None = 1000,
+    ) -> list[TaskRecord]:
+        """Tasks, newest submitted first, filtered by status(es) and target worker.
+
+        ``limit=None``: all of them.
+        """
+
+    @abstractmethod
+    def count_tasks(self) -> dict[str, int]:
+        """Number of tasks per status (statuses without tasks are left out)."""
+
+    # -- assignments -------------------------------------------------------------
+
+    @abstractmethod
+    def add_assignment(self, record: AssignmentRecord) -> int:
+        """Insert an assignment; returns its id. ``NotFoundError`` if the task is unknown."""
+
+    @abstractmethod
+    def list_assignments(self, task_id: str) -> list[AssignmentRecord]:
+        """The task's assignments, oldest first."""
+
+    # -- results -----------------------------------------------------------------
+
+    @abstractmethod
+    def save_result(self, record: ResultRecord) -> bool:
+        """Store the task's result. Idempotent: the first delivery wins.
+
+        Returns True if stored, False if the task had a result already (a
+        duplicate delivery: nothing is changed, nothing fails).
+        ``NotFoundError`` if the task is unknown. Does not change the task's
+        status: the caller does that with ``update_task``.
+        """
+
+    @abstractmethod
+    def get_result(self, task_id: str) -> ResultRecord | None: ...
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connections. Idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

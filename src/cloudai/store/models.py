@@ -1,0 +1,87 @@
+"""Records the store reads and writes: plain dataclasses, no database types.
+
+All timestamps are timezone-aware; the store returns them in UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+TASK_STATUSES: Final = frozenset(
+    {"queued", "assigned", "running", "success", "failure", "cancelled", "rejected"}
+)
+"""Every status a task may have."""
+
+TERMINAL_TASK_STATUSES: Final = frozenset({"success", "failure", "cancelled", "rejected"})
+"""Statuses after which a task does not change any more."""
+
+RESULT_STATUSES: Final = frozenset({"success", "failure", "cancelled"})
+"""Statuses a worker may report in a task result."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A worker in the registry."""
+
+    worker_id: str
+    address: str
+    total_cpu: float = 0.0
+    total_memory: float = 0.0  # GB
+    total_storage: float = 0.0  # GB
+    total_gpu: float = 0.0
+    is_active: bool = False
+    last_heartbeat: datetime | None = None
+    registered_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """A task submitted to the cluster, addressed to one worker."""
+
+    task_id: str
+    target_worker_id: str
+    docker_image: str = ""
+    command: str = ""
+    req_cpu: float = 0.0
+    req_memory: float = 0.0  # GB
+    req_storage: float = 0.0  # GB
+    req_gpu: float = 0.0
+    status: str = "queued"
+    message: str = ""
+    submitted_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class AssignmentRecord:
+    """One attempt to hand a task to a worker (AssignTask) and the worker's answer."""
+
+    task_id: str
+    worker_id: str
+    acknowledged: bool = False
+    message: str = ""
+    assigned_at: datetime = field(default_factory=utcnow)
+    id: int | None = None  # set by the store
+
+
+@dataclass(slots=True)
+class ResultRecord:
+    """A worker's report of a finished task. At most one per task."""
+
+    task_id: str
+    worker_id: str
+    status: str  # one of RESULT_STATUSES
+    logs: str = ""
+    logs_truncated: bool = False
+    exit_code: int | None = None
+    result_location: str = ""
+    received_at: datetime = field(default_factory=utcnow)

@@ -1,0 +1,151 @@
+"""Table definitions (SQLAlchemy Core) shared by both back ends.
+
+This is the schema at the newest migration: the store's queries use it and
+Alembic's ``--autogenerate`` compares against it. Change it only together with a
+new migration in ``migrations/versions/``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    false,
+)
+
+from cloudai.store.models import RESULT_STATUSES, TASK_STATUSES
+
+ID_LENGTH = 128
+STATUS_LENGTH = 16
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp, returned in UTC.
+
+    PostgreSQL keeps it as ``timestamptz``; SQLite, which has no time zones,
+    keeps the UTC wall time. Naive datetimes are refused.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: the store needs timezone-aware times")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _in(values: frozenset[str]) -> str:
+    return ", ".join(f"'{v}'" for v in sorted(values))
+
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("worker_id", String(ID_LENGTH), primary_key=True),
+    Column("address", String(255), nullable=False),
+    Column("total_cpu", Float, nullable=False, server_default="0"),
+    Column("total_memory", Float, nullable=False, server_default="0"),
+    Column("total_storage", Float, nullable=False, server_default="0"),
+    Column("total_gpu", Float, nullable=False, server_default="0"),
+    Column("is_active", Boolean, nullable=False, server_default=false()),
+    Column("last_heartbeat", UTCDateTime, nullable=True),
+    Column("registered_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", String(ID_LENGTH), primary_key=True),
+    Column("docker_image", Text, nullable=False, server_default=""),
+    Column("command", Text, nullable=False, server_default=""),
+    Column("req_cpu", Float, nullable=False, server_default="0"),
+    Column("req_memory", Float, nullable=False, server_default="0"),
+    Column("req_storage", Float, nullable=False, server_default="0"),
+    Column("req_gpu", Float, nullable=False, server_default="0"),
+    # No foreign key: a task outlives the registration of its worker.
+    Column("target_worker_id", String(ID_LENGTH), nullable=False),
+    Column("status", String(STATUS_LENGTH), nullable=False, server_default="queued"),
+    Column("message", Text, nullable=False, server_default=""),
+    Column("submitted_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    CheckConstraint(f"status IN ({_in(TASK_STATUSES)})", name="status"),
+    Index("ix_tasks_status", "status"),
+    Index("ix_tasks_target_worker_id", "target_worker_id"),
+    Index("ix_tasks_submitted_at", "submitted_at"),
+)
+
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "task_id",
+        String(ID_LENGTH),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("worker_id", String(ID_LENGTH), nullable=False),
+    Column("assigned_at", UTCDateTime, nullable=False),
+    Column("acknowledged", Boolean, nullable=False, server_default=false()),
+    Column("message", Text, nullable=False, server_default=""),
+    Index("ix_assignments_task_id", "task_id"),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column(
+        "task_id",
+        String(ID_LENGTH),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("worker_id", String(ID_LENGTH), nullable=False),
+    Column("status", String(STATUS_LENGTH), nullable=False),
+    Column("logs", Text, nullable=False, server_default=""),
+    Column("logs_truncated", Boolean, nullable=False, server_default=false()),
+    Column("exit_code", Integer, nullable=True),
+    Column("result_location", Text, nullable=False, server_default=""),
+    Column("received_at", UTCDateTime, nullable=False),
+    CheckConstraint(f"status IN ({_in(RESULT_STATUSES)})", name="status"),
+)

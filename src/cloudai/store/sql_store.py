@@ -1,0 +1,317 @@
+"""``SqlStore``: the ``Store`` on SQLAlchemy Core, for SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+
+from cloudai.store import schema
+from cloudai.store.base import DuplicateError, NotFoundError, Store, StoreError
+from cloudai.store.engine import WRITE_OPTION, make_engine
+from cloudai.store.migrate import upgrade
+from cloudai.store.models import (
+    RESULT_STATUSES,
+    TASK_STATUSES,
+    AssignmentRecord,
+    ResultRecord,
+    TaskRecord,
+    WorkerRecord,
+    utcnow,
+)
+from cloudai.store.urls import display_url
+
+log = logging.getLogger(__name__)
+
+_W = schema.workers
+_T = schema.tasks
+_A = schema.assignments
+_R = schema.results
+
+
+class SqlStore(Store):
+    """The store on a SQLAlchemy engine. ``migrate=True`` upgrades the schema to head."""
+
+    def __init__(self, url: URL, *, migrate: bool = True) -> None:
+        self._url = url
+        self._engine = make_engine(url)
+        # preserve_rowcount: rowcount of INSERT ... ON CONFLICT DO NOTHING (0 on conflict).
+        self._writer = self._engine.execution_options(
+            **{WRITE_OPTION: True}, preserve_rowcount=True
+        )
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.schema_revision: str | None = None
+        if migrate:
+            try:
+                self.schema_revision = upgrade(self._engine)
+            except SQLAlchemyError as exc:
+                self._engine.dispose()
+                detail = getattr(exc, "orig", None) or exc
+                raise StoreError(f"cannot open the database {self.url}: {detail}") from exc
+            except BaseException:
+                self._engine.dispose()
+                raise
+
+    @property
+    def backend(self) -> str:
+        return self._engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        return display_url(self._url)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    # -- plumbing ----------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        self._check_open()
+        with _errors(), self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        self._check_open()
+        with _errors(), self._writer.begin() as conn:
+            yield conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    def _insert(self, table: Table) -> Insert:
+        """INSERT with the dialect's ON CONFLICT support."""
+        if self.backend == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    # -- workers -----------------------------------------------------------------
+
+    def upsert_worker(self, record: WorkerRecord) -> None:
+        values = asdict(record)
+        stmt = self._insert(_W).values(**values)
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[_W.c.worker_id],
+            set_={
+                "address": excluded.address,
+                "total_cpu": excluded.total_cpu,
+                "total_memory": excluded.total_memory,
+                "total_storage": excluded.total_storage,
+                "total_gpu": excluded.total_gpu,
+                "is_active": excluded.is_active,
+                "last_heartbeat": func.coalesce(excluded.last_heartbeat, _W.c.last_heartbeat),
+                "updated_at": excluded.updated_at,
+            },
+        )
+        with self._write() as conn:
+            conn.execute(stmt)
+
+    def delete_worker(self, worker_id: str) -> bool:
+        with self._write() as conn:
+            return conn.execute(delete(_W).where(_W.c.worker_id == worker_id)).rowcount > 0
+
+    def get_worker(self, worker_id: str) -> WorkerRecord | None:
+        with self._read() as conn:
+            row = conn.execute(select(_W).where(_W.c.worker_id == worker_id)).first()
+        return None if row is None else WorkerRecord(**row._asdict())
+
+    def list_workers(self) -> list[WorkerRecord]:
+        with self._read() as conn:
+            rows = conn.execute(select(_W).order_by(_W.c.worker_id)).all()
+        return [WorkerRecord(**row._asdict()) for row in rows]
+
+    def set_worker_active(self, worker_id: str, active: bool) -> bool:
+        stmt = (
+            update(_W)
+            .where(_W.c.worker_id == worker_id)
+            .values(is_active=active, updated_at=utcnow())
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount > 0
+
+    def record_heartbeats(self, beats: Mapping[str, datetime]) -> None:
+        if not beats:
+            return
+        when = bindparam("b_when", type_=schema.UTCDateTime())
+        stmt = (
+            update(_W)
+            .where(_W.c.worker_id == bindparam("b_worker_id"))
+            .values(
+                is_active=True,
+                last_heartbeat=case(
+                    (_W.c.last_heartbeat.is_(None), when),
+                    (_W.c.last_heartbeat < when, when),
+                    else_=_W.c.last_heartbeat,
+                ),
+            )
+        )
+        params = [{"b_worker_id": w, "b_when": t} for w, t in sorted(beats.items())]
+        with self._write() as conn:
+            conn.execute(stmt, params)  # one executemany, one transaction
+
+    # -- tasks -------------------------------------------------------------------
+
+    def add_task(self, record: TaskRecord) -> None:
+        _check_status(record.status, TASK_STATUSES, "task")
+        stmt = (
+            self._insert(_T)
+            .values(**asdict(record))
+            .on_conflict_do_nothing(index_elements=[_T.c.task_id])
+        )
+        with self._write() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                raise DuplicateError(f"task {record.task_id!r} exists already")
+
+    def update_task(
+        self,
+        task_id: str,
+        *,
+        status: str | None = None,
+        message: str | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {}
+        if status is not None:
+            _check_status(status, TASK_STATUSES, "task")
+            values["status"] = status
+        if message is not None:
+            values["message"] = message
+        if started_at is not None:
+            values["started_at"] = started_at
+        if finished_at is not None:
+            values["finished_at"] = finished_at
+        if not values:
+            return self.get_task(task_id) is not None
+        with self._write() as conn:
+            result = conn.execute(update(_T).where(_T.c.task_id == task_id).values(**values))
+            return result.rowcount > 0
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        with self._read() as conn:
+            row = conn.execute(select(_T).where(_T.c.task_id == task_id)).first()
+        return None if row is None else TaskRecord(**row._asdict())
+
+    def list_tasks(
+        self,
+        status: str | Iterable[str] | None = None,
+        worker_id: str | None = None,
+        limit: int | None = 1000,
+    ) -> list[TaskRecord]:
+        stmt = select(_T).order_by(_T.c.submitted_at.desc(), _T.c.task_id.desc())
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            stmt = stmt.where(_T.c.status.in_(statuses))
+        if worker_id is not None:
+            stmt = stmt.where(_T.c.target_worker_id == worker_id)
+        if limit is not None:
+            if limit < 0:
+                raise ValueError(f"limit must be >= 0, got {limit}")
+            stmt = stmt.limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [TaskRecord(**row._asdict()) for row in rows]
+
+    def count_tasks(self) -> dict[str, int]:
+        stmt = select(_T.c.status, func.count()).group_by(_T.c.status)
+        with self._read() as conn:
+            return {status: count for status, count in conn.execute(stmt).all()}
+
+    # -- assignments ---------------------------------------------------------------
+
+    def add_assignment(self, record: AssignmentRecord) -> int:
+        """Insert; returns the new id, also set on ``record.id``."""
+        values = asdict(record)
+        values.pop("id")
+        try:
+            with self._write() as conn:
+                result = conn.execute(insert(_A).values(**values))
+                new_id = int(result.inserted_primary_key[0])
+        except IntegrityError:
+            raise NotFoundError(f"no task {record.task_id!r} to assign") from None
+        record.id = new_id
+        return new_id
+
+    def list_assignments(self, task_id: str) -> list[AssignmentRecord]:
+        stmt = select(_A).where(_A.c.task_id == task_id).order_by(_A.c.id)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [AssignmentRecord(**row._asdict()) for row in rows]
+
+    # -- results -------------------------------------------------------------------
+
+    def save_result(self, record: ResultRecord) -> bool:
+        _check_status(record.status, RESULT_STATUSES, "result")
+        stmt = (
+            self._insert(_R)
+            .values(**asdict(record))
+            .on_conflict_do_nothing(index_elements=[_R.c.task_id])
+        )
+        try:
+            with self._write() as conn:
+                return conn.execute(stmt).rowcount > 0
+        except IntegrityError:
+            # ON CONFLICT covers the primary key; what is left is the task's foreign key.
+            raise NotFoundError(f"no task {record.task_id!r} for this result") from None
+
+    def get_result(self, task_id: str) -> ResultRecord | None:
+        with self._read() as conn:
+            row = conn.execute(select(_R).where(_R.c.task_id == task_id)).first()
+        return None if row is None else ResultRecord(**row._asdict())
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._engine.dispose()
+
+
+def _check_status(status: str, allowed: frozenset[str], what: str) -> None:
+    if status not in allowed:
+        raise ValueError(f"invalid {what} status {status!r}: expected one of {sorted(allowed)}")
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Database failures other than constraint violations surface as ``StoreError``."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except StatementError as exc:
+        # A bad value refused before reaching the database (e.g. a naive datetime).
+        if not isinstance(exc, DBAPIError) and isinstance(exc.orig, ValueError | TypeError):
+            raise exc.orig from None
+        raise StoreError(f"database error: {exc.orig or exc}") from exc
+    except SQLAlchemyError as exc:
+        detail = getattr(exc, "orig", None) or exc
+        raise StoreError(f"database error: {detail}") from exc
