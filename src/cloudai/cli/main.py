@@ -9,15 +9,22 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from cloudai import __version__
+
+# Workers fork task processes while gRPC threads run. gRPC's fork handlers are meant for
+# children that keep using gRPC; ours exec at once, and the handlers can crash them
+# between fork and exec. Must be set before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 _COMMAND_MODULES = (
     "cloudai.master.cli",
     "cloudai.worker.cli",
     "cloudai.cli.watch",
     "cloudai.cli.admin",
+    "cloudai.cli.top",
     "cloudai.cli.up",
     "cloudai.bench.cli",
 )

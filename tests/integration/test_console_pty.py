@@ -1,0 +1,140 @@
+"""The master's interactive console, driven through a real pty as an operator would.
+
+The worker is tests/fake_worker.py (a separate process speaking the real protocol):
+it answers MasterRegister, heartbeats with fixed figures (CPU 42 %) and "runs" tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloudai.cli.api_client import ApiClient
+from tests.fake_worker import FakeWorkerProcess, start_fake_worker
+from tests.harness import child_env, cloudai_command, wait_until
+from tests.pty_terminal import PtyTerminal
+
+PROMPT = r"cloudai> "
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[FakeWorkerProcess]:
+    process = start_fake_worker(tmp_path, "w1")
+    yield process
+    process.kill()
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[tuple[PtyTerminal, ApiClient]]:
+    ready = tmp_path / "master.ready.json"
+    term = PtyTerminal(
+        cloudai_command(
+            "master",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--ready-file",
+            str(ready),
+        ),
+        env=child_env(),
+        cwd=tmp_path,
+    )
+    try:
+        wait_until(lambda: ready.exists() or term.proc.poll() is not None, 20, "master ready")
+        assert ready.exists(), term.text()
+        api = ApiClient(f"http://127.0.0.1:{json.loads(ready.read_text())['http_port']}")
+        term.expect(PROMPT)
+        yield term, api
+    finally:
+        term.close()
+
+
+def run(term: PtyTerminal, line: str, expect: str, timeout: float = 15.0) -> str:
+    """Type a line, wait for ``expect`` in what follows; returns that output."""
+    mark = term.line(line)
+    term.expect(expect, since=mark, timeout=timeout)
+    return term.text(mark)
+
+
+def test_console_session(
+    console: tuple[PtyTerminal, ApiClient], worker: FakeWorkerProcess, tmp_path: Path
+) -> None:
+    term, api = console
+    assert "Type 'help'" in term.text()
+
+    # register: persists, calls the worker's MasterRegister; the worker then registers.
+    run(term, f"register w1 {worker.address}", r"worker w1 registered at 127\.0\.0\.1:\d+")
+    wait_until(lambda: api.worker("w1")["is_active"], 15, "w1 active")
+    run(term, "workers", r"w1\s*│\s*127\.0\.0\.1:\d+\s*│\s*active\s*│\s*42\.0%\s*│\s*33\.0%")
+    run(term, "stats w1", r"CPU\s+42\.0% of 8 cores")
+    run(term, "status", r"Workers\s+1 active / 1 registered")
+
+    # A task that finishes: see it in `tasks`, read its logs.
+    out = run(term, 'task w1 --cmd "echo hello" -cpu_cores 1 -mem 0.5', r"task (task-\w+) sub")
+    task_id = __import__("re").search(r"task (task-\w+) submitted to w1", out).group(1)
+    wait_until(lambda: api.task(task_id)["status"] == "success", 15, "task success")
+    run(term, "tasks", rf"{task_id}\s*│\s*w1\s*│\s*\$ echo hello\s*│\s*success")
+    run(term, f"logs {task_id}", r"fake output of: echo hello")
+
+    # A long task: cancel it.
+    run(term, "task w1 --cmd 'sleep 100' --id long-1", r"task long-1 submitted to w1")
+    wait_until(lambda: api.task("long-1")["status"] == "running", 15, "long-1 running")
+    run(term, "tasks running", r"long-1\s*│\s*w1")
+    run(term, "cancel long-1", r"task long-1: cancelling")
+    wait_until(lambda: api.task("long-1")["status"] == "cancelled", 15, "long-1 cancelled")
+    run(term, "tasks cancelled", r"long-1\s*│\s*w1\s*│[^\n]*cancelled")
+
+    # help, and bad input: one line each, with the usage, never a traceback.
+    run(term, "help", r"unregister <worker_id>")
+    run(term, "frobnicate", r"error: unknown command 'frobnicate'; type 'help'")
+    run(term, "stats", r"error: stats takes 1 argument, got 0 \(usage: stats <worker_id>\)")
+    run(term, "stats nobody", r"error: unknown worker 'nobody'")
+    run(term, "task w1 ubuntu -mem lots", r"error: -mem expects a number, got 'lots'")
+    run(term, "register bad/id 1.2.3.4:5", r"error: worker_id 'bad/id' has invalid characters")
+    run(term, "register w2 nowhere", r"error: invalid address 'nowhere'")
+
+    # status -w refreshes until a key is pressed, then the prompt is back.
+    mark = term.line("status -w")
+    term.expect(r"press any key to stop", since=mark)
+    mark = term.mark()
+    term.write("x")
+    term.expect(PROMPT, since=mark)
+
+    # Ctrl-C clears the line being typed; the master keeps running.
+    mark = term.mark()
+    term.type("unregister w1")
+    term.write("\x03")
+    term.expect(PROMPT, since=mark)
+    run(term, "status", r"Workers\s+1 active / 1 registered")
+
+    # Tab completion of a command name and a worker id.
+    mark = term.mark()
+    term.type("unreg\t")
+    term.expect(r"unregister", since=mark)
+    term.type(" w\t")
+    term.expect(r"w1", since=mark)
+    term.write("\r")
+    term.expect(r"worker w1 unregistered", since=mark)
+
+    mark = term.line("exit")
+    term.expect(r"stopping the master", since=mark)
+    assert term.wait() == 0
+    assert "Traceback" not in term.text()
+    history = (tmp_path / "data" / "console_history").read_text()
+    assert "register w1" in history and "workers" in history
+
+
+def test_ctrl_d_stops_the_master(console: tuple[PtyTerminal, ApiClient]) -> None:
+    term, _ = console
+    mark = term.mark()
+    term.write("\x04")  # Ctrl-D on an empty line
+    term.expect(r"stopping the master", since=mark)
+    assert term.wait() == 0
