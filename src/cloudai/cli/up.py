@@ -107,14 +107,19 @@ async def _up(settings: MasterSettings, ids: list[str], interval: float) -> int:
 
         foreground = make_console(server)
 
+    async def stop_local_workers() -> None:
+        # Workers first, while the master still runs: they deliver pending results.
+        await asyncio.to_thread(stop_workers, workers)
+
     server.after_start.append(start_workers)
+    server.before_stop.append(stop_local_workers)
     try:
         await server.run(foreground=foreground)
     except OSError as exc:
         log.error("cannot start the master: %s", exc)
         return 1
     finally:
-        await asyncio.to_thread(stop_workers, workers)
+        await asyncio.to_thread(stop_workers, workers)  # no-op unless start-up failed
     return 0
 
 

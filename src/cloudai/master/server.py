@@ -62,6 +62,7 @@ class MasterServer:
         self.telemetry.subscribe(self.tasks.on_telemetry)
         self.app_extensions: list[AppExtension] = [admin_api.add_routes]
         self.after_start: list[Callable[[], Awaitable[None]]] = []
+        self.before_stop: list[Callable[[], Awaitable[None]]] = []
         self.ingest_rate = RateMeter(window=10.0)
         self.grpc_port: int | None = None
         self.http_port: int | None = None
@@ -183,9 +184,11 @@ class MasterServer:
         grace = self.settings.shutdown_grace
         log.info("shutting down")
         # 1. Stop accepting; in-flight RPCs get `grace` seconds. WebSocket clients get 1001.
-        stopping = []
+        stopping: list[Awaitable[object]] = []
         if self._grpc_server is not None:
-            stopping.append(self._grpc_server.stop(grace))
+            stopping.append(asyncio.ensure_future(self._grpc_server.stop(grace)))
+            await asyncio.sleep(0)  # new RPCs are refused from here on
+            self.service.end_streams()
         if self._http_runner is not None:
             stopping.append(self._http_runner.cleanup())
         await asyncio.gather(*stopping, return_exceptions=True)
@@ -228,6 +231,8 @@ class MasterServer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            for hook in self.before_stop:
+                await hook()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -6,6 +6,7 @@ the TelemetryManager (never awaiting anything slow) and answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -62,7 +63,13 @@ class MasterService(rpc.MasterWorkerServicer):
         self._results = results
         self._on_registered = on_registered
         self._on_heartbeat = on_heartbeat
+        self._streams: set[asyncio.Task[object]] = set()
         self.stats = ServiceStats()
+
+    def end_streams(self) -> None:
+        """Shutdown: end open heartbeat streams now rather than after the grace period."""
+        for task in self._streams:
+            task.cancel()
 
     async def RegisterWorker(
         self, request: pb.WorkerInfo, context: grpc.aio.ServicerContext
@@ -96,6 +103,9 @@ class MasterService(rpc.MasterWorkerServicer):
         self, request_iterator: AsyncIterator[pb.Heartbeat], context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatAck:
         self.stats.streams_opened += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
         try:
             async for heartbeat in request_iterator:
                 status, message = self._accept(heartbeat)
@@ -107,6 +117,8 @@ class MasterService(rpc.MasterWorkerServicer):
             # The worker went away mid-stream; liveness treats it as missed heartbeats.
             self.stats.streams_broken += 1
             raise
+        finally:
+            self._streams.discard(task)  # type: ignore[arg-type]
         return _HEARTBEAT_OK
 
     def _accept(self, heartbeat: pb.Heartbeat) -> tuple[grpc.StatusCode | None, str]:
