@@ -150,3 +150,31 @@ def start_master(workdir: Path, *args: str, name: str = "master", **env: str) ->
     master.extra["http"] = f"http://127.0.0.1:{master.ready['http_port']}"
     master.extra["ws"] = f"ws://127.0.0.1:{master.ready['http_port']}"
     return master
+
+
+def start_worker(
+    workdir: Path, worker_id: str, *args: str, master: str | None = None, **env: str
+) -> Process:
+    """A real worker on an ephemeral loopback port (``--master``: it registers itself)."""
+    extra = ["--master", master] if master else []
+    worker = start_process(
+        [
+            "worker",
+            "--id",
+            worker_id,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--work-dir",
+            str(workdir / f"work-{worker_id}"),
+            "--no-docker",
+            *extra,
+            *args,
+        ],
+        workdir,
+        f"worker-{worker_id}",
+        **env,
+    )
+    worker.extra["address"] = worker.ready["address"]
+    return worker

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+import pytest
 
 from cloudai.proto import pb, rpc
-from tests.harness import start_master
+from tests.harness import async_wait_until, start_master, start_worker
 
 
 def master_args(database_url: str | None) -> list[str]:
@@ -18,11 +19,11 @@ def master_args(database_url: str | None) -> list[str]:
 async def test_registry_survives_restart(tmp_path: Path, database_url: str | None) -> None:
     master = start_master(tmp_path, *master_args(database_url))
     try:
-        async with aiohttp.ClientSession(base_url=master.extra["http"]) as http:
-            async with http.post(
-                "/api/workers", json={"worker_id": "w1", "address": "127.0.0.1:9"}
-            ) as r:
-                assert r.status == 201
+        async with (
+            aiohttp.ClientSession(base_url=master.extra["http"]) as http,
+            http.post("/api/workers", json={"worker_id": "w1", "address": "127.0.0.1:9"}) as r,
+        ):
+            assert r.status == 201
         async with grpc.aio.insecure_channel(master.extra["grpc"]) as channel:
             stub = rpc.MasterWorkerStub(channel)
             info = pb.WorkerInfo(worker_id="w1", total_cpu=6, total_memory=12, total_storage=99)
@@ -34,10 +35,12 @@ async def test_registry_survives_restart(tmp_path: Path, database_url: str | Non
 
     master = start_master(tmp_path, *master_args(database_url), name="master2")
     try:
-        async with aiohttp.ClientSession(base_url=master.extra["http"]) as http:
-            async with http.get("/api/workers/w1") as r:
-                assert r.status == 200
-                worker = await r.json()
+        async with (
+            aiohttp.ClientSession(base_url=master.extra["http"]) as http,
+            http.get("/api/workers/w1") as r,
+        ):
+            assert r.status == 200
+            worker = await r.json()
         assert worker["address"] == "127.0.0.1:9"
         assert (worker["total_cpu"], worker["total_memory"], worker["total_storage"]) == (6, 12, 99)
         assert worker["registered"] is False  # a session does not survive; the worker re-registers
@@ -45,5 +48,49 @@ async def test_registry_survives_restart(tmp_path: Path, database_url: str | Non
             stub = rpc.MasterWorkerStub(channel)
             # Pre-registered before the restart: the worker rejoins without the admin.
             assert (await stub.RegisterWorker(pb.WorkerInfo(worker_id="w1"))).success
+    finally:
+        master.kill()
+
+
+async def test_tasks_and_results_survive_restart(tmp_path: Path, database_url: str | None) -> None:
+    master = start_master(tmp_path, "--allow-worker", "w1", *master_args(database_url))
+    worker = start_worker(tmp_path, "w1", "--interval", "0.3", master=master.extra["grpc"])
+    try:
+        async with aiohttp.ClientSession(base_url=master.extra["http"]) as http:
+
+            async def active() -> bool:
+                async with http.get("/api/workers/w1") as r:
+                    return r.status == 200 and (await r.json())["is_active"]
+
+            await async_wait_until(active, 20, "w1 active")
+            async with http.post(
+                "/api/tasks", json={"worker_id": "w1", "command": "echo persisted; exit 4"}
+            ) as r:
+                assert r.status == 201
+                task_id = (await r.json())["task_id"]
+
+            async def finished() -> dict | None:
+                async with http.get(f"/api/tasks/{task_id}") as r:
+                    task = await r.json()
+                    return task if task["status"] == "failure" else None
+
+            before = await async_wait_until(finished, 20, "the task's result")
+        assert master.stop() == 0
+    finally:
+        worker.kill()
+        master.kill()
+
+    master = start_master(tmp_path, *master_args(database_url), name="master2")
+    try:
+        async with aiohttp.ClientSession(base_url=master.extra["http"]) as http:
+            async with http.get(f"/api/tasks/{task_id}") as r:
+                after = await r.json()
+            async with http.get("/api/tasks", params={"status": "failure"}) as r:
+                listed = [t["task_id"] for t in await r.json()]
+        assert listed == [task_id]
+        for key in ("status", "exit_code", "logs", "command", "worker_id", "result_location"):
+            assert after[key] == before[key], key
+        assert after["exit_code"] == 4 and "persisted" in after["logs"]
+        assert after["finished_at"] == pytest.approx(before["finished_at"], abs=1e-3)
     finally:
         master.kill()

@@ -1,0 +1,150 @@
+"""`cloudai worker`: parse flags into WorkerSettings and run a WorkerNode."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from cloudai.addresses import parse_port, split_host_port
+from cloudai.validation import InvalidMessage, check_id
+from cloudai.worker.node import WorkerNode, WorkerStartError
+from cloudai.worker.settings import DEFAULT_WORKER_PORT, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+def _port(text: str) -> int:
+    try:
+        return parse_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _address(text: str) -> str:
+    try:
+        split_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
+def _worker_id(text: str) -> str:
+    try:
+        return check_id("worker id", text)
+    except InvalidMessage as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 seconds")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "worker",
+        help="run a worker node",
+        description="Run a worker. It joins a master either when the master calls it"
+        " (the admin runs the printed 'register' line on the master) or, with --master,"
+        " by registering itself.",
+    )
+    p.add_argument("--id", type=_worker_id, help="worker id (default: the hostname)")
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_WORKER_PORT,
+        help=f"gRPC port, or the first to try ('50052' or ':50052'; default {DEFAULT_WORKER_PORT};"
+        " 0: any free port)",
+    )
+    p.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    p.add_argument(
+        "--master", type=_address, metavar="HOST:PORT", help="register with this master ourselves"
+    )
+    p.add_argument(
+        "--advertise-host", help="address the master uses to reach us (default: detected)"
+    )
+    p.add_argument("--interval", type=float, default=5.0, help="heartbeat interval, s (default 5)")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        help="task directories and undelivered results (default"
+        " ~/.local/share/cloudai/worker/<id>)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=10.0,
+        help="on SIGTERM: wait this long for running tasks, then cancel them (default 10)",
+    )
+    p.add_argument(
+        "--kill-grace",
+        type=_seconds,
+        default=5.0,
+        help="cancelling a task: SIGKILL this long after SIGTERM (default 5)",
+    )
+    p.add_argument("--no-docker", action="store_true", help="refuse tasks with a docker_image")
+    p.add_argument("--ready-file", type=Path, help="write {worker_id, address, port, pid} here")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
+    settings = WorkerSettings()
+    if args.id:
+        settings.worker_id = args.id
+    settings.port = args.port
+    settings.host = args.host
+    settings.master_address = args.master
+    settings.advertise_host = args.advertise_host
+    settings.heartbeat_interval = args.interval
+    settings.work_dir = args.work_dir
+    settings.drain_timeout = args.drain_timeout
+    settings.kill_grace = args.kill_grace
+    settings.docker_enabled = not args.no_docker
+    settings.check()
+    return settings
+
+
+def announce(node: WorkerNode) -> None:
+    """What the existing worker prints: its id, its address and the master's line."""
+    print(f"Worker ID: {node.worker_id}")
+    print(f"Worker address: {node.address}")
+    if node.settings.master_address:
+        print(
+            f"Registering with master {node.settings.master_address}; if it is not authorised"
+            " yet, run on the master:"
+        )
+    else:
+        print("Waiting for a master. To register this worker, run on the master:")
+    print(f"  {node.registration_line()}", flush=True)
+
+
+def install_event_loop_policy() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+        node = WorkerNode(settings)
+    except ValueError as exc:
+        print(f"cloudai worker: {exc}", file=sys.stderr)
+        return 2
+    install_event_loop_policy()
+    try:
+        asyncio.run(node.run(ready_file=args.ready_file, on_started=announce))
+    except WorkerStartError as exc:
+        print(f"cloudai worker: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,85 @@
+"""Tasks interrupted by a worker crash: found at the next start and reported.
+
+While a task runs, its directory holds ``task.json`` (the spec and, once started, what
+identifies its processes or container). It is removed only after the task's result is
+in the spool. A marker found at start-up means the worker died while the task ran:
+leftovers are stopped (the worker can no longer observe or account for them) and a
+"failure" result with the output collected so far is spooled, so the master hears how
+the task ended instead of waiting for it forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from cloudai.proto import pb
+from cloudai.worker.runtimes.logs import render_logs
+
+log = logging.getLogger(__name__)
+
+MARKER = "task.json"
+INTERRUPTED_EXIT_CODE = -1
+
+
+def write_marker(task_dir: Path, data: dict[str, Any]) -> None:
+    task_dir.mkdir(parents=True, exist_ok=True)
+    tmp = task_dir / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, task_dir / MARKER)
+
+
+def remove_marker(task_dir: Path) -> None:
+    (task_dir / MARKER).unlink(missing_ok=True)
+
+
+def find_interrupted(tasks_dir: Path) -> list[dict[str, Any]]:
+    """Markers left by tasks that were running when the worker stopped."""
+    found = []
+    for path in sorted(tasks_dir.glob(f"*/{MARKER}")):
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict) or data.get("task_id") != path.parent.name:
+                raise ValueError("not a task marker")
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable task marker %s: %s", path, exc)
+            continue
+        found.append(data)
+    return found
+
+
+def read_tail(path: Path, limit: int) -> tuple[bytes, int]:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            f.seek(max(0, size - limit))
+            data = f.read(limit)
+    except OSError:
+        return b"", 0
+    # The file may hold more than was ever dropped (it is compacted lazily): the count of
+    # dropped bytes is at least what precedes the tail in the file.
+    return data, size - len(data)
+
+
+def interrupted_result(
+    worker_id: str, marker: dict[str, Any], task_dir: Path, max_log_bytes: int
+) -> pb.TaskResult:
+    tail, dropped = read_tail(task_dir / "output.log", max_log_bytes)
+    logs, truncated = render_logs(
+        tail,
+        dropped,
+        "the worker stopped while the task was running; what was left of the task was"
+        " stopped when the worker started again",
+    )
+    return pb.TaskResult(
+        task_id=str(marker["task_id"]),
+        worker_id=worker_id,
+        status="failure",
+        logs=logs,
+        result_location=str(task_dir),
+        exit_code=INTERRUPTED_EXIT_CODE,
+        logs_truncated=truncated,
+    )
