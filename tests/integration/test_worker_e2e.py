@@ -43,7 +43,8 @@ async def worker_view(api: aiohttp.ClientSession, master: Process, worker_id: st
 async def wait_active(api: aiohttp.ClientSession, master: Process, worker_id: str) -> dict:
     async def active() -> dict | None:
         view = await worker_view(api, master, worker_id)
-        return view if view and view["is_active"] and view["last_update"] else None
+        # memory_usage > 0: a real heartbeat arrived (registration alone reports zeros)
+        return view if view and view["is_active"] and view["memory_usage"] > 0 else None
 
     return await async_wait_until(active, 20, f"{worker_id} active")
 
