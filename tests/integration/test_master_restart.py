@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from cloudai.proto import pb, rpc
+from cloudai.store import open_store
 from tests.harness import async_wait_until, start_master, start_worker
 
 
@@ -79,6 +80,12 @@ async def test_tasks_and_results_survive_restart(tmp_path: Path, database_url: s
     finally:
         worker.kill()
         master.kill()
+
+    with open_store(database_url, tmp_path / "data") as store:
+        (assignment,) = store.list_assignments(task_id)
+        assert (assignment.worker_id, assignment.acknowledged) == ("w1", True)
+        result = store.get_result(task_id)
+        assert result is not None and result.exit_code == 4
 
     master = start_master(tmp_path, *master_args(database_url), name="master2")
     try:

@@ -46,5 +46,10 @@ class ClientBuffer:
             return None
         return join_fragments(pending.values())
 
+    @property
+    def is_empty(self) -> bool:
+        """Nothing waits to be sent (not even an empty snapshot frame)."""
+        return self._frame is None and not self._pending
+
     def __len__(self) -> int:
         return len(self._pending)

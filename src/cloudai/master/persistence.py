@@ -20,6 +20,7 @@ from cloudai.backoff import Backoff
 from cloudai.master.registry import WorkerEntry, WorkerRegistry
 from cloudai.master.tasks import RESULT_STATUSES, TaskBook, TaskState
 from cloudai.store import (
+    AssignmentRecord,
     DuplicateError,
     HeartbeatWriteBehind,
     NotFoundError,
@@ -142,6 +143,7 @@ class MasterPersistence:
     def attach(self, registry: WorkerRegistry, tasks: TaskBook) -> None:
         registry.add_listener(self.on_worker_changed)
         tasks.add_listener(self.on_task_changed)
+        tasks.add_assignment_listener(self.on_assignment)
 
     def start(self) -> None:
         self.heartbeats.start()
@@ -195,6 +197,10 @@ class MasterPersistence:
                 result_location=task.result_location,
             )
             self._submit(lambda: self.store.save_result(result))
+
+    def on_assignment(self, task_id: str, worker_id: str, acknowledged: bool, message: str) -> None:
+        record = AssignmentRecord(task_id, worker_id, acknowledged=acknowledged, message=message)
+        self._submit(lambda: self.store.add_assignment(record))
 
     def on_telemetry(self, state: WorkerTelemetry, event: TelemetryEvent) -> None:
         if event is TelemetryEvent.INACTIVE:

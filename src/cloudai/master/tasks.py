@@ -98,6 +98,8 @@ class TaskState:
 
 
 TaskListener = Callable[[TaskState], None]
+# (task_id, worker_id, acknowledged, message): one per AssignTask attempt
+AssignmentListener = Callable[[str, str, bool, str], None]
 
 
 class TaskBook:
@@ -112,10 +114,19 @@ class TaskBook:
         self._clock = clock
         self._tasks: dict[str, TaskState] = {}
         self._listeners: list[TaskListener] = []
+        self._assignment_listeners: list[AssignmentListener] = []
 
     def add_listener(self, listener: TaskListener) -> None:
         """``listener(task_copy)`` after every change (persistence hooks in here)."""
         self._listeners.append(listener)
+
+    def add_assignment_listener(self, listener: AssignmentListener) -> None:
+        """``listener(task_id, worker_id, acknowledged, message)`` after each AssignTask."""
+        self._assignment_listeners.append(listener)
+
+    def _assigned(self, task: TaskState, acknowledged: bool, message: str) -> None:
+        for listener in self._assignment_listeners:
+            listener(task.task_id, task.target_worker_id, acknowledged, message)
 
     def load(self, task: TaskState) -> None:
         self._tasks[task.task_id] = task.copy()
@@ -152,8 +163,10 @@ class TaskBook:
         try:
             ack = await self._link.assign_task(worker_id, task.to_proto())
         except WorkerUnavailable as exc:
+            self._assigned(task, False, str(exc))
             self._finish(task, "rejected", str(exc))
             raise TaskError("unavailable", str(exc)) from None
+        self._assigned(task, ack.success, ack.message)
         if ack.success:
             if task.status == "queued":  # a fast task may already have reported back
                 task.status = "assigned"
@@ -236,3 +249,4 @@ class TaskBook:
 
     async def close(self) -> None:
         self._listeners.clear()
+        self._assignment_listeners.clear()

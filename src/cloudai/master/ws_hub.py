@@ -5,6 +5,14 @@ collected for one short tick (``batch_interval``); at the end of the tick one fr
 carrying every worker that changed is built once and offered to every client. Each
 client has a bounded, per-worker coalescing ClientBuffer and its own writer task, so a
 slow client never blocks the manager, the RPC path or other clients.
+
+Fast path: a client that keeps up (nothing buffered, its writer idle, its socket not
+paused by flow control) gets the tick's frame written straight to its transport, the
+WebSocket frame header included, built once per tick for all such clients. That skips a
+task wake-up and aiohttp's per-send framing (about half the master's CPU per delivery).
+Any other client goes through its buffer and writer task as before, so order,
+coalescing and back-pressure are unchanged. Compressed connections always take the
+writer path.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import logging
 from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.base_protocol import BaseProtocol
 
 from cloudai.master.client_buffer import ClientBuffer
 from cloudai.telemetry.encoding import EMPTY_FRAME, encode_fragment, join_fragments
@@ -33,6 +42,9 @@ class HubClient:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.Task[None] | None = None
     frames_sent: int = 0
+    sending: bool = False  # the writer task is inside a send (possibly waiting to drain)
+    transport: asyncio.Transport | None = None  # set when direct writes are possible
+    protocol: BaseProtocol | None = None
 
 
 @dataclass(slots=True)
@@ -41,6 +53,28 @@ class HubStats:
     frames_sent: int = 0
     updates: int = 0
     send_errors: int = 0
+    direct_sends: int = 0  # frames written by the fast path (included in frames_sent)
+
+
+def ws_text_header(length: int) -> bytes:
+    """RFC 6455 header of an unmasked, final text frame (what a server sends)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return bytes((0x81, 126)) + length.to_bytes(2, "big")
+    return bytes((0x81, 127)) + length.to_bytes(8, "big")
+
+
+def _direct_channel(ws: web.WebSocketResponse) -> tuple[asyncio.Transport, BaseProtocol] | None:
+    """The transport and protocol under an uncompressed WebSocket, if aiohttp exposes them."""
+    if ws.compress:
+        return None
+    writer = getattr(ws, "_writer", None)
+    transport = getattr(writer, "transport", None)
+    protocol = getattr(writer, "protocol", None)
+    if transport is None or not isinstance(protocol, BaseProtocol):
+        return None
+    return transport, protocol
 
 
 class TelemetryHub:
@@ -83,20 +117,37 @@ class TelemetryHub:
             return
         self.stats.frames_built += 1
         if self._all:
-            frame = join_fragments(batch.values())
-            for client in self._all:
-                if client.buffer.offer(frame, batch):
-                    client.wakeup.set()
+            self._deliver(self._all, join_fragments(batch.values()), batch)
         if self._by_worker:
             for worker_id, fragment in batch.items():
                 clients = self._by_worker.get(worker_id)
-                if not clients:
-                    continue
-                single = {worker_id: fragment}
-                frame = join_fragments((fragment,))
-                for client in clients:
-                    if client.buffer.offer(frame, single):
-                        client.wakeup.set()
+                if clients:
+                    self._deliver(clients, join_fragments((fragment,)), {worker_id: fragment})
+
+    def _deliver(self, clients: set[HubClient], frame: bytes, fragments: dict[str, bytes]) -> None:
+        """Write ``frame`` to every client that keeps up; buffer it for the others."""
+        wire: bytes | None = None
+        direct = 0
+        for client in clients:
+            transport = client.transport
+            if (
+                transport is not None
+                and not client.sending
+                and client.buffer.is_empty
+                and not client.protocol._paused  # type: ignore[union-attr]
+                and not transport.is_closing()
+                and not client.ws.closed
+            ):
+                if wire is None:
+                    wire = ws_text_header(len(frame)) + frame
+                transport.write(wire)
+                client.frames_sent += 1
+                direct += 1
+            elif client.buffer.offer(frame, fragments):
+                client.wakeup.set()
+        if direct:
+            self.stats.frames_sent += direct
+            self.stats.direct_sends += direct
 
     # -- clients --------------------------------------------------------------------------
 
@@ -109,6 +160,9 @@ class TelemetryHub:
     def connect(self, ws: web.WebSocketResponse, worker_id: str | None, remote: str) -> HubClient:
         """Add a client: its snapshot goes first, then every update."""
         client = HubClient(ws=ws, worker_id=worker_id, remote=remote)
+        channel = _direct_channel(ws)
+        if channel is not None:
+            client.transport, client.protocol = channel
         fragments = self.snapshot(worker_id)
         frame = join_fragments(fragments.values()) if fragments else EMPTY_FRAME
         client.buffer.offer(frame, fragments)
@@ -153,7 +207,9 @@ class TelemetryHub:
                 frame = buffer.take()
                 if frame is None:
                     continue
+                client.sending = True
                 await ws.send_frame(frame, WSMsgType.TEXT)
+                client.sending = False
                 client.frames_sent += 1
                 self.stats.frames_sent += 1
         except (ConnectionError, RuntimeError) as exc:
