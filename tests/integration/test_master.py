@@ -274,3 +274,24 @@ async def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
         assert "stopped" in master.log()
     finally:
         master.kill()
+
+
+async def test_silent_client_is_pinged_then_dropped(tmp_path: Path) -> None:
+    master = start_master(tmp_path, "--ws-ping-interval", "0.3", "--ws-client-timeout", "1")
+    silent = _stalled_ws_client(master.ready["http_port"])  # never answers pings
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(master.extra["ws"] + "/ws/telemetry", autoping=True) as polite,
+        ):
+            await next_json(polite)
+            reader = asyncio.create_task(polite.receive())  # reading answers pings
+            await async_wait_until(lambda: _health_matches(master, active_clients=2), 5)
+            # The silent client is dropped after the timeout; the polite one stays.
+            await async_wait_until(lambda: _health_matches(master, active_clients=1), 10)
+            await asyncio.sleep(1.5)  # past another timeout: still connected
+            assert not reader.done() and not polite.closed
+            reader.cancel()
+    finally:
+        silent.close()
+        master.kill()

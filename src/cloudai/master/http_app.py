@@ -64,6 +64,7 @@ async def telemetry_stream(request: web.Request) -> web.StreamResponse:
     config = request.app[WS_CONFIG_KEY]
     worker_id = request.match_info.get("worker_id")
     ws = web.WebSocketResponse(
+        timeout=2.0,  # how long close() waits for the peer's close frame
         heartbeat=config.ping_interval,
         receive_timeout=config.client_timeout,
         compress=config.compression,
@@ -81,6 +82,7 @@ async def telemetry_stream(request: web.Request) -> web.StreamResponse:
                 break
     except TimeoutError:
         log.info("websocket client %s silent for %.0f s: dropped", remote, config.client_timeout)
+        await hub.disconnect(client)
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"timeout")
     finally:
         await hub.disconnect(client)
