@@ -1,10 +1,8 @@
-"""Shared helpers for the worker's unit tests (fixtures only: test modules here are not
-a package, so helpers travel as fixtures)."""
+"""Shared helpers for the worker's unit tests, as fixtures."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,27 +10,13 @@ import grpc
 import pytest
 
 from cloudai.proto import pb, rpc
-
-
-async def _eventually(
-    predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, what: str = ""
-) -> Any:
-    """Wait until ``predicate()`` is truthy (polling a condition, with a timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        await asyncio.sleep(0.01)
+from tests.harness import async_wait_until
 
 
 @pytest.fixture
 def eventually() -> Callable[..., Awaitable[Any]]:
-    return _eventually
+    """Wait until ``predicate()`` is truthy (polling a condition, with a timeout)."""
+    return async_wait_until
 
 
 # -- a fake master -----------------------------------------------------------------------------
