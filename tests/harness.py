@@ -178,3 +178,32 @@ def start_worker(
     )
     worker.extra["address"] = worker.ready["address"]
     return worker
+
+
+PERCENT = r"(\d{1,3}\.\d)%"
+"""A usage figure as the CLI shows it (``42.0%``); the value is group 1."""
+
+
+def plausible_percent(text: str) -> float:
+    value = float(text.rstrip("%"))
+    assert 0.0 <= value <= 100.0, f"{text} is not a percentage"
+    return value
+
+
+def wait_heartbeat(http_url: str, worker_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    """Wait until the master shows ``worker_id`` active with a real heartbeat; its view.
+
+    memory_usage > 0: registration alone reports zeros, a heartbeat the machine's figures.
+    """
+    from cloudai.cli.api_client import ApiClient, ApiError
+
+    api = ApiClient(http_url)
+
+    def seen() -> dict[str, Any] | None:
+        try:
+            view = api.worker(worker_id)
+        except ApiError:  # not registered yet
+            return None
+        return view if view.get("is_active") and (view.get("memory_usage") or 0) > 0 else None
+
+    return wait_until(seen, timeout, f"a heartbeat from {worker_id}")
