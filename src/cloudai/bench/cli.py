@@ -1,0 +1,207 @@
+"""`cloudai bench`: load a master with simulated workers and dashboards, measure it.
+
+One JSON line per run on stdout, then a table. By default each run gets a fresh master
+of our own with the simulated workers authorised (``--allow-workers-file``); ``--grpc``,
+``--ws-url`` and ``--master-pid`` aim at any master that speaks the protocol, and
+``--print-register`` prints the admin's ``register`` lines for masters that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cloudai.bench.config import MODES, BenchConfig
+from cloudai.bench.schedule import worker_ids
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not rates or any(not math.isfinite(r) or r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError("rates must be positive numbers, comma-separated")
+    return rates
+
+
+def _modes(text: str) -> list[str]:
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if not modes or bad:
+        raise argparse.ArgumentTypeError(f"modes are {', '.join(MODES)}")
+    return modes
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="load-test a master (simulated workers and WebSocket clients)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    load = p.add_argument_group("load")
+    load.add_argument("--mode", type=_modes, default=["unary"], help="unary, stream or both")
+    load.add_argument("--workers", type=int, default=100, help="simulated workers (100)")
+    load.add_argument("--rate", type=float, default=1000.0, help="heartbeats/s in all (1000)")
+    load.add_argument("--rates", type=_rates, help="a sweep, e.g. 1000,5000,10000")
+    load.add_argument("--clients", type=int, default=0, help="WebSocket clients (0)")
+    load.add_argument("--tasks", type=int, default=1, help="running tasks per heartbeat (1)")
+    load.add_argument("--duration", type=float, default=10.0, help="seconds of load (10)")
+    load.add_argument("--repeat", type=int, default=1, help="runs per point (1)")
+    load.add_argument("--slow-clients", type=int, default=0, help="extra clients that pause")
+    load.add_argument("--slow-after", type=float, default=2.0, help="pause start, s (2)")
+    load.add_argument("--slow-for", type=float, default=0.0, help="pause length, s (0)")
+    load.add_argument("--drain", type=float, default=2.0, help="s after the load (2)")
+    procs = p.add_argument_group("bench processes")
+    procs.add_argument("--generators", type=int, default=2, help="generator processes (2)")
+    procs.add_argument("--client-processes", type=int, default=0, help="0: by client count")
+    procs.add_argument("--connections", type=int, default=0, help="gRPC connections; 0: 1/worker")
+    procs.add_argument("--track-clients", type=int, default=10, help="clients checking tags (10)")
+    target = p.add_argument_group("target")
+    target.add_argument("--grpc", metavar="HOST:PORT", help="an existing master's gRPC address")
+    target.add_argument("--ws-url", metavar="URL", help="its ws://HOST:PORT/ws/telemetry")
+    target.add_argument("--master-pid", type=int, help="its pid, for CPU and RSS")
+    target.add_argument("--worker-address", default="127.0.0.1:9", help="worker_ip to send")
+    target.add_argument("--worker-prefix", default="bench-", help="worker id prefix (bench-)")
+    target.add_argument(
+        "--agent-seconds",
+        type=float,
+        metavar="S",
+        help="instead of a load test: measure one real `cloudai worker` (CPU, RSS) over S s",
+    )
+    target.add_argument(
+        "--print-register",
+        action="store_true",
+        help="print `register <id> <ip:port>` for every simulated worker and exit",
+    )
+    own = p.add_argument_group("own master")
+    own.add_argument("--ws-batch-ms", type=float, help="its fan-out tick (its default: 5)")
+    own.add_argument("--inactivity-timeout", type=float, help="seconds (its default: 30)")
+    own.add_argument("--master-arg", action="append", default=[], help="extra flag, repeatable")
+    out = p.add_argument_group("output")
+    out.add_argument("--json-out", type=Path, help="also append the JSON lines to FILE")
+    out.add_argument("--plot", type=Path, metavar="FILE.png", help="latency vs offered load")
+    out.add_argument(
+        "--replot",
+        type=Path,
+        nargs="+",
+        metavar="RUNS.jsonl",
+        help="no run: print the table of, and --plot, records saved with --json-out",
+    )
+    out.add_argument("--label", default="", help="a label stored in each record")
+    out.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def configs_from_args(args: argparse.Namespace) -> list[BenchConfig]:
+    base = BenchConfig(
+        workers=args.workers,
+        clients=args.clients,
+        tasks=args.tasks,
+        duration=args.duration,
+        generators=args.generators,
+        client_processes=args.client_processes,
+        connections=args.connections,
+        track_clients=args.track_clients,
+        slow_clients=args.slow_clients,
+        slow_after=args.slow_after,
+        slow_for=args.slow_for,
+        drain=args.drain,
+        grpc=args.grpc,
+        ws_url=args.ws_url,
+        master_pid=args.master_pid,
+        worker_address=args.worker_address,
+        worker_prefix=args.worker_prefix,
+        ws_batch_ms=args.ws_batch_ms,
+        inactivity_timeout=args.inactivity_timeout,
+        master_args=list(args.master_arg),
+        label=args.label,
+    )
+    configs = []
+    for mode in args.mode:
+        for rate in args.rates or [args.rate]:
+            for _ in range(max(1, args.repeat)):
+                config = dataclasses.replace(base, mode=mode, rate=rate)
+                config.master_args = list(base.master_args)
+                config.validate()
+                configs.append(config)
+    return configs
+
+
+def register_lines(workers: int, prefix: str, address: str) -> list[str]:
+    return [f"register {worker_id} {address}" for worker_id in worker_ids(workers, prefix)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from cloudai.bench.report import table
+    from cloudai.bench.runner import BenchError, run_once
+
+    if args.print_register:
+        print("\n".join(register_lines(args.workers, args.worker_prefix, args.worker_address)))
+        return 0
+    if args.replot:
+        saved = [
+            orjson.loads(line)
+            for path in args.replot
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ]
+        saved = [r for r in saved if "offered_rate" in r]
+        print(table(saved))
+        if args.plot is not None:
+            from cloudai.bench.plot import plot_sweep
+
+            plot_sweep(saved, args.plot, args.label)
+        return 0
+    if args.agent_seconds:
+        from cloudai.bench.agent import measure_agent
+
+        result = measure_agent(args.agent_seconds)
+        line = orjson.dumps(result).decode()
+        print(line, flush=True)
+        if args.json_out is not None:
+            with open(args.json_out, "a") as out:
+                out.write(line + "\n")
+        return 0
+    try:
+        configs = configs_from_args(args)
+    except ValueError as exc:
+        print(f"cloudai bench: {exc}", file=sys.stderr)
+        return 2
+
+    def progress(text: str) -> None:
+        if not args.quiet:
+            print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+    records: list[dict[str, Any]] = []
+    failed = False
+    for i, config in enumerate(configs, 1):
+        progress(f"run {i}/{len(configs)}: {config.mode}, {config.rate:g}/s")
+        try:
+            record = run_once(config, progress)
+        except (BenchError, OSError, RuntimeError) as exc:
+            print(f"cloudai bench: run {i} failed: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        records.append(record)
+        line = orjson.dumps(record).decode()
+        print(line, flush=True)
+        if args.json_out is not None:
+            with open(args.json_out, "a") as out:
+                out.write(line + "\n")
+    if records:
+        print()
+        print(table(records))
+    if args.plot is not None and records:
+        from cloudai.bench.plot import plot_sweep
+
+        plot_sweep(records, args.plot, args.label)
+        progress(f"plot written to {args.plot}")
+    return 1 if failed else 0

@@ -1,0 +1,69 @@
+"""The benchmark's settings: one run is fully described by a ``BenchConfig``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("unary", "stream")
+
+
+@dataclass(slots=True)
+class BenchConfig:
+    mode: str = "unary"  # "unary": SendHeartbeat; "stream": StreamHeartbeats
+    workers: int = 100
+    rate: float = 1000.0  # heartbeats per second, all workers together
+    clients: int = 0  # WebSocket clients that keep up
+    tasks: int = 1  # running tasks per heartbeat
+    duration: float = 10.0  # seconds of load
+    generators: int = 2  # generator processes
+    client_processes: int = 0  # 0: about one per 250 clients, at least 1, at most 4
+    connections: int = 0  # gRPC connections in all; 0: one per worker (like real workers)
+    track_clients: int = 10  # clients that check every tag (the others count entries)
+    slow_clients: int = 0  # extra clients that stop reading
+    slow_after: float = 2.0  # seconds after the start
+    slow_for: float = 0.0  # seconds they read nothing
+    drain: float = 2.0  # seconds after the load before results are read
+    # Target: a master of our own (None) or an existing one.
+    grpc: str | None = None  # "host:port"
+    ws_url: str | None = None  # ws://host:port[/ws/telemetry]
+    master_pid: int | None = None
+    worker_address: str = "127.0.0.1:9"  # worker_ip sent in RegisterWorker
+    worker_prefix: str = "bench-"
+    # Our own master's flags.
+    ws_batch_ms: float | None = None
+    inactivity_timeout: float | None = None
+    master_args: list[str] = field(default_factory=list)
+    label: str = ""
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.rate <= 0 or self.duration <= 0:
+            raise ValueError("rate and duration must be > 0")
+        if self.clients < 0 or self.slow_clients < 0 or self.tasks < 0:
+            raise ValueError("clients, slow clients and tasks must be >= 0")
+        if self.slow_clients and self.slow_after + self.slow_for > self.duration + self.drain:
+            raise ValueError("slow clients must resume before the drain ends")
+        if (self.grpc is None) != (self.ws_url is None) and self.clients + self.slow_clients:
+            raise ValueError("--grpc and --ws-url go together")
+
+    @property
+    def gen_count(self) -> int:
+        return max(1, min(self.generators, self.workers))
+
+    @property
+    def client_process_count(self) -> int:
+        total = self.clients + self.slow_clients
+        if total == 0:
+            return 0
+        if self.client_processes:
+            return min(self.client_processes, total)
+        return max(1, min(4, (total + 249) // 250))
+
+    @property
+    def batch_window(self) -> float:
+        """Seconds within which the master may merge two heartbeats of one worker."""
+        tick = 5.0 if self.ws_batch_ms is None else self.ws_batch_ms
+        return tick / 1000.0 + 0.001

@@ -1,0 +1,117 @@
+"""A fresh master process per run, on loopback ephemeral ports, the workers pre-authorised."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+class LocalMaster:
+    def __init__(
+        self,
+        workdir: Path,
+        worker_ids: list[str],
+        *,
+        ws_batch_ms: float | None = None,
+        inactivity_timeout: float | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.worker_ids = worker_ids
+        self.ws_batch_ms = ws_batch_ms
+        self.inactivity_timeout = inactivity_timeout
+        self.extra_args = list(extra_args or [])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready: dict[str, Any] = {}
+        self.log_path = workdir / "master.log"
+
+    def command(self) -> list[str]:
+        allow = self.workdir / "workers.txt"
+        allow.write_text("".join(f"{worker_id}\n" for worker_id in self.worker_ids))
+        args = [
+            sys.executable,
+            "-m",
+            "cloudai",
+            "--log-level",
+            "WARNING",
+            "master",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--no-cli",
+            "--ready-file",
+            str(self.workdir / "master.ready.json"),
+            "--allow-workers-file",
+            str(allow),
+            "--data-dir",
+            str(self.workdir / "data"),
+        ]
+        if self.ws_batch_ms is not None:
+            args += ["--ws-batch-ms", str(self.ws_batch_ms)]
+        if self.inactivity_timeout is not None:
+            args += ["--inactivity-timeout", str(self.inactivity_timeout)]
+        return args + self.extra_args
+
+    def start(self, timeout: float = 30.0) -> None:
+        ready_file = self.workdir / "master.ready.json"
+        ready_file.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env.pop("GRPC_PORT", None)
+        env.pop("HTTP_PORT", None)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
+            )
+        deadline = time.monotonic() + timeout
+        while not ready_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the master exited with {self.proc.returncode}: {self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the master was not ready after {timeout:.0f} s: {self.log()}")
+            time.sleep(0.05)
+        self.ready = json.loads(ready_file.read_text())
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.ready['grpc_port']}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ready['http_port']}/ws/telemetry"
+
+    def log(self, tail: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return None if proc is None else proc.returncode
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()

@@ -1,0 +1,64 @@
+"""Latency vs offered load, one line per mode (and client count), as a PNG (matplotlib)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def _series(records: list[dict[str, Any]], path: tuple[str, ...]) -> dict[str, list[tuple]]:
+    """label -> [(offered rate, median value of the runs at that rate)]."""
+    grouped: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        value: Any = record
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        label = record["mode"] + (f", {record['clients']} clients" if record["clients"] else "")
+        grouped[label][record["offered_rate"]].append(float(value))
+    return {
+        label: sorted((rate, statistics.median(values)) for rate, values in by_rate.items())
+        for label, by_rate in grouped.items()
+    }
+
+
+def plot_sweep(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("gRPC latency (ms)", [("p50", ("rpc_ms", "p50")), ("p99", ("rpc_ms", "p99"))]),
+        (
+            "heartbeat -> WebSocket client (ms)",
+            [("p50", ("ws", "hb_to_client_ms", "p50")), ("p99", ("ws", "hb_to_client_ms", "p99"))],
+        ),
+        ("master CPU (% of one core)", [("", ("master", "cpu_pct"))]),
+    ]
+    used = [
+        (name, lines)
+        for name, lines in panels
+        if any(_series(records, key) for _label, key in lines)
+    ]
+    fig, axes = plt.subplots(1, len(used), figsize=(5.5 * len(used), 4.2), squeeze=False)
+    for ax, (name, lines) in zip(axes[0], used, strict=True):
+        for suffix, key in lines:
+            for label, points in _series(records, key).items():
+                xs, ys = zip(*points, strict=True)
+                style = "--" if suffix == "p50" else "-"
+                ax.plot(xs, ys, style, marker="o", label=f"{label} {suffix}".strip())
+        ax.set_xlabel("offered heartbeats/s")
+        ax.set_title(name)
+        if "latency" in name or "client" in name:
+            ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

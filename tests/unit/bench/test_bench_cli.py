@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from cloudai.bench import cli
+from cloudai.bench.config import BenchConfig
+from cloudai.bench.report import table
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    return parser.parse_args(["bench", *argv])
+
+
+def test_a_sweep_expands_into_one_config_per_mode_rate_and_repeat() -> None:
+    args = parse("--mode", "unary,stream", "--rates", "1000,5000", "--repeat", "2")
+    configs = cli.configs_from_args(args)
+    assert [(c.mode, c.rate) for c in configs] == [
+        ("unary", 1000.0),
+        ("unary", 1000.0),
+        ("unary", 5000.0),
+        ("unary", 5000.0),
+        ("stream", 1000.0),
+        ("stream", 1000.0),
+        ("stream", 5000.0),
+        ("stream", 5000.0),
+    ]
+    assert args.func is cli.run
+
+
+def test_defaults_and_target_flags() -> None:
+    (config,) = cli.configs_from_args(
+        parse("--grpc", "10.0.0.1:50051", "--ws-url", "ws://10.0.0.1:8080", "--master-pid", "42")
+    )
+    assert config.grpc == "10.0.0.1:50051" and config.master_pid == 42
+    assert (config.workers, config.rate, config.duration, config.mode) == (
+        100,
+        1000.0,
+        10.0,
+        "unary",
+    )
+
+
+@pytest.mark.parametrize("bad", [["--mode", "bidi"], ["--rates", "1000,x"], ["--rates", "0"]])
+def test_bad_flags_are_refused(bad: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(*bad)
+
+
+def test_inconsistent_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        cli.configs_from_args(parse("--slow-clients", "1", "--slow-for", "60", "--duration", "5"))
+    with pytest.raises(ValueError):
+        BenchConfig(workers=0).validate()
+
+
+def test_register_lines_for_masters_that_need_them() -> None:
+    assert cli.register_lines(2, "bench-", "10.0.0.9:50052") == [
+        "register bench-00000 10.0.0.9:50052",
+        "register bench-00001 10.0.0.9:50052",
+    ]
+
+
+def test_client_processes_scale_with_clients() -> None:
+    assert BenchConfig(clients=0).client_process_count == 0
+    assert BenchConfig(clients=10).client_process_count == 1
+    assert BenchConfig(clients=1000).client_process_count == 4
+    assert BenchConfig(clients=1000, client_processes=2).client_process_count == 2
+
+
+def test_table_lines_up_and_shows_missing_values_as_dashes() -> None:
+    records = [
+        {
+            "mode": "unary",
+            "workers": 1000,
+            "clients": 0,
+            "offered_rate": 5000.0,
+            "achieved_rate": 4999.5,
+            "rpc_ms": {"p50": 0.81, "p90": 1.2, "p99": 3.456, "max": 9.0},
+            "errors": 0,
+            "master": {"cpu_pct": 81.0, "rss_mb": {"max": 120.3}},
+        },
+        {
+            "mode": "stream",
+            "workers": 1000,
+            "clients": 100,
+            "offered_rate": 20000.0,
+            "achieved_rate": 20000.0,
+            "rpc_ms": None,
+            "ws": {"hb_to_client_ms": {"p50": 2.0, "p99": 8.5}, "missed": 0, "stale": 0},
+            "errors": 0,
+        },
+    ]
+    lines = table(records).splitlines()
+    assert len(lines) == 4 and len({len(line) for line in lines}) == 1
+    assert "3.46" in lines[2] and "20,000" in lines[3]
+    assert lines[3].split()[5] == "-"  # no RPC latency for streams
