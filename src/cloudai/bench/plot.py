@@ -8,19 +8,37 @@ from pathlib import Path
 from typing import Any
 
 
-def _series(records: list[dict[str, Any]], path: tuple[str, ...]) -> dict[str, list[tuple]]:
-    """label -> [(offered rate, median value of the runs at that rate)]."""
-    grouped: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+def _label(record: dict[str, Any]) -> str:
+    clients = record["clients"]
+    if not clients:
+        return record["mode"]
+    return f"{record['mode']}, {clients} client{'s' if clients != 1 else ''}"
+
+
+def _series(
+    records: list[dict[str, Any]], path: tuple[str, ...]
+) -> dict[str, list[tuple[float, float, float]]]:
+    """label -> [(offered rate, median value, median failed share)] of the runs per rate."""
+    grouped: dict[str, dict[float, list[tuple[float, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for record in records:
         value: Any = record
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
         if value is None:
             continue
-        label = record["mode"] + (f", {record['clients']} clients" if record["clients"] else "")
-        grouped[label][record["offered_rate"]].append(float(value))
+        failed = record.get("lost", 0) / max(1, record.get("sent", 1))
+        grouped[_label(record)][record["offered_rate"]].append((float(value), failed))
     return {
-        label: sorted((rate, statistics.median(values)) for rate, values in by_rate.items())
+        label: sorted(
+            (
+                rate,
+                statistics.median(v for v, _f in values),
+                statistics.median(f for _v, f in values),
+            )
+            for rate, values in by_rate.items()
+        )
         for label, by_rate in grouped.items()
     }
 
@@ -48,9 +66,12 @@ def plot_sweep(records: list[dict[str, Any]], path: Path, title: str = "") -> No
     for ax, (name, lines) in zip(axes[0], used, strict=True):
         for suffix, key in lines:
             for label, points in _series(records, key).items():
-                xs, ys = zip(*points, strict=True)
+                xs, ys, failed = zip(*points, strict=True)
                 style = "--" if suffix == "p50" else "-"
                 ax.plot(xs, ys, style, marker="o", label=f"{label} {suffix}".strip())
+                for x, y, share in zip(xs, ys, failed, strict=True):
+                    if share > 0.01 and suffix != "p50":  # overload: calls shed or failed
+                        ax.annotate(f"{share:.0%} failed", (x, y), fontsize=7, color="red")
         ax.set_xlabel("offered heartbeats/s")
         ax.set_title(name)
         if "latency" in name or "client" in name:

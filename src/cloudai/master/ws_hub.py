@@ -1,10 +1,12 @@
 """TelemetryHub: fans telemetry out to WebSocket clients.
 
-Updates from the TelemetryManager are encoded once (a fragment per worker) and
-collected for one short tick (``batch_interval``); at the end of the tick one frame
-carrying every worker that changed is built once and offered to every client. Each
-client has a bounded, per-worker coalescing ClientBuffer and its own writer task, so a
-slow client never blocks the manager, the RPC path or other clients.
+Updates from the TelemetryManager are collected for one short tick
+(``batch_interval``); at the end of the tick each changed worker's latest state is
+encoded once (a fragment) and one frame carrying every worker that changed is built
+once and offered to every client. While no client is connected nothing is encoded; a
+snapshot encodes what it needs on demand. Each client has a bounded, per-worker
+coalescing ClientBuffer and its own writer task, so a slow client never blocks the
+manager, the RPC path or other clients.
 
 Fast path: a client that keeps up (nothing buffered, its writer idle, its socket not
 paused by flow control) gets the tick's frame written straight to its transport, the
@@ -12,7 +14,8 @@ WebSocket frame header included, built once per tick for all such clients. That 
 task wake-up and aiohttp's per-send framing (about half the master's CPU per delivery).
 Any other client goes through its buffer and writer task as before, so order,
 coalescing and back-pressure are unchanged. Compressed connections always take the
-writer path.
+writer path. A tick reaches at most DELIVERY_CHUNK clients per event-loop iteration, so a
+thousand clients never stall gRPC for a whole tick's worth of socket writes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -56,6 +60,20 @@ class HubStats:
     direct_sends: int = 0  # frames written by the fast path (included in frames_sent)
 
 
+DELIVERY_CHUNK = 256  # client deliveries per event-loop iteration
+
+
+@dataclass(slots=True, eq=False)
+class _Delivery:
+    """One tick's frame on its way to a list of clients."""
+
+    clients: list[HubClient]
+    frame: bytes
+    fragments: dict[str, bytes]
+    wire: bytes | None = None  # header + frame, built once for every direct write
+    next: int = 0  # index of the next client to serve
+
+
 def ws_text_header(length: int) -> bytes:
     """RFC 6455 header of an unmasked, final text frame (what a server sends)."""
     if length < 126:
@@ -80,9 +98,14 @@ def _direct_channel(ws: web.WebSocketResponse) -> tuple[asyncio.Transport, BaseP
 class TelemetryHub:
     def __init__(self, batch_interval: float = 0.005) -> None:
         self.batch_interval = batch_interval
-        self._latest: dict[str, bytes] = {}  # worker id -> latest fragment (the snapshot)
-        self._batch: dict[str, bytes] = {}
+        # The latest state per worker (the snapshot) and its fragment, encoded on demand:
+        # once per tick when clients are connected, never while nobody listens.
+        self._latest: dict[str, WorkerTelemetry] = {}
+        self._encoded: dict[str, tuple[WorkerTelemetry, bytes]] = {}
+        self._batch: dict[str, WorkerTelemetry] = {}
         self._flush_handle: asyncio.Handle | None = None
+        self._jobs: deque[_Delivery] = deque()
+        self._delivering: asyncio.Handle | None = None
         self._clients: set[HubClient] = set()
         self._all: set[HubClient] = set()
         self._by_worker: dict[str, set[HubClient]] = {}
@@ -92,16 +115,16 @@ class TelemetryHub:
     # -- input (a TelemetryManager subscriber) --------------------------------------------
 
     def on_telemetry(self, state: WorkerTelemetry, event: TelemetryEvent) -> None:
-        fragment = encode_fragment(state)
         worker_id = state.worker_id
         if event is TelemetryEvent.REMOVED:
             self._latest.pop(worker_id, None)
+            self._encoded.pop(worker_id, None)
         else:
-            self._latest[worker_id] = fragment
+            self._latest[worker_id] = state  # published states are never mutated
         self.stats.updates += 1
         if not self._clients:
             return
-        self._batch[worker_id] = fragment
+        self._batch[worker_id] = state
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             if self.batch_interval > 0:
@@ -112,9 +135,11 @@ class TelemetryHub:
     def flush(self) -> None:
         """Offer the current tick's updates to every client (one encode for all)."""
         self._flush_handle = None
-        batch, self._batch = self._batch, {}
-        if not batch:
+        states, self._batch = self._batch, {}
+        if not states:
             return
+        fragment_of = self._fragment
+        batch = {worker_id: fragment_of(state) for worker_id, state in states.items()}
         self.stats.frames_built += 1
         if self._all:
             self._deliver(self._all, join_fragments(batch.values()), batch)
@@ -125,37 +150,77 @@ class TelemetryHub:
                     self._deliver(clients, join_fragments((fragment,)), {worker_id: fragment})
 
     def _deliver(self, clients: set[HubClient], frame: bytes, fragments: dict[str, bytes]) -> None:
-        """Write ``frame`` to every client that keeps up; buffer it for the others."""
-        wire: bytes | None = None
-        direct = 0
-        for client in clients:
-            transport = client.transport
-            if (
-                transport is not None
-                and not client.sending
-                and client.buffer.is_empty
-                and not client.protocol._paused  # type: ignore[union-attr]
-                and not transport.is_closing()
-                and not client.ws.closed
-            ):
-                if wire is None:
-                    wire = ws_text_header(len(frame)) + frame
-                transport.write(wire)
-                client.frames_sent += 1
-                direct += 1
-            elif client.buffer.offer(frame, fragments):
-                client.wakeup.set()
-        if direct:
-            self.stats.frames_sent += direct
-            self.stats.direct_sends += direct
+        """Queue ``frame`` for ``clients``; the first DELIVERY_CHUNK get it at once."""
+        self._jobs.append(_Delivery(list(clients), frame, fragments))
+        if self._delivering is None:
+            self._run_deliveries()
+
+    def _run_deliveries(self) -> None:
+        """Deliver up to DELIVERY_CHUNK frames, then yield to the event loop if more wait.
+
+        With a thousand clients one tick is a thousand socket writes (~10 ms): done in one
+        go they would stall gRPC for that long every tick. Jobs run in order, so every
+        client still receives its frames in order.
+        """
+        self._delivering = None
+        budget = DELIVERY_CHUNK
+        jobs = self._jobs
+        live = self._clients
+        stats = self.stats
+        while jobs and budget > 0:
+            job = jobs[0]
+            clients = job.clients
+            start = job.next
+            end = min(len(clients), start + budget)
+            frame = job.frame
+            direct = 0
+            for client in clients[start:end]:
+                if client not in live:
+                    continue  # gone since the tick
+                transport = client.transport
+                if (
+                    transport is not None
+                    and not client.sending
+                    and client.buffer.is_empty
+                    and not client.protocol._paused  # type: ignore[union-attr]
+                    and not transport.is_closing()
+                    and not client.ws.closed
+                ):
+                    if job.wire is None:
+                        job.wire = ws_text_header(len(frame)) + frame
+                    transport.write(job.wire)
+                    client.frames_sent += 1
+                    direct += 1
+                elif client.buffer.offer(frame, job.fragments):
+                    client.wakeup.set()
+            stats.frames_sent += direct
+            stats.direct_sends += direct
+            budget -= end - start
+            if end < len(clients):
+                job.next = end
+                break
+            jobs.popleft()
+        if jobs:
+            self._delivering = asyncio.get_running_loop().call_soon(self._run_deliveries)
 
     # -- clients --------------------------------------------------------------------------
 
     def snapshot(self, worker_id: str | None = None) -> dict[str, bytes]:
         if worker_id is None:
-            return dict(self._latest)
-        fragment = self._latest.get(worker_id)
-        return {} if fragment is None else {worker_id: fragment}
+            return {w: self._fragment(state) for w, state in self._latest.items()}
+        state = self._latest.get(worker_id)
+        return {} if state is None else {worker_id: self._fragment(state)}
+
+    def _fragment(self, state: WorkerTelemetry) -> bytes:
+        """The state's encoded fragment; a worker's latest one is encoded only once."""
+        worker_id = state.worker_id
+        cached = self._encoded.get(worker_id)
+        if cached is not None and cached[0] is state:
+            return cached[1]
+        fragment = encode_fragment(state)
+        if self._latest.get(worker_id) is state:
+            self._encoded[worker_id] = (state, fragment)
+        return fragment
 
     def connect(self, ws: web.WebSocketResponse, worker_id: str | None, remote: str) -> HubClient:
         """Add a client: its snapshot goes first, then every update."""
@@ -226,6 +291,10 @@ class TelemetryHub:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._delivering is not None:
+            self._delivering.cancel()
+            self._delivering = None
+        self._jobs.clear()
         clients = list(self._clients)
         for client in clients:
             self._forget(client)
