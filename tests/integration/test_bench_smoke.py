@@ -45,7 +45,10 @@ def test_bench_run_produces_sane_figures(mode: str) -> None:
     ws = record["ws"]
     assert ws["tracked_clients"] == 2
     assert 0 < ws["hb_to_client_ms"]["p50"] <= ws["hb_to_client_ms"]["p99"]
-    assert ws["missed"] == 0 and ws["stale"] == 0 and ws["untracked_shortfall"] == 0
+    assert ws["stale"] == 0 and ws["untracked_shortfall"] == 0
+    # A smoke run on a possibly busy machine: a starved client process can count a few
+    # heartbeats as missed. The exact accounting is unit-tested (tests/unit/bench).
+    assert ws["missed"] <= record["sent"] * ws["tracked_clients"] // 20
     assert ws["deliveries_per_s"] > 0 and ws["dropped_clients"] == 0
     # The paused client ends with every worker's latest state.
     assert record["slow"]["stale"] == 0 and record["slow"]["messages"] > 0
