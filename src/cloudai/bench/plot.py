@@ -63,12 +63,15 @@ def plot_sweep(records: list[dict[str, Any]], path: Path, title: str = "") -> No
         if any(_series(records, key) for _label, key in lines)
     ]
     fig, axes = plt.subplots(1, len(used), figsize=(5.5 * len(used), 4.2), squeeze=False)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors: dict[str, str] = {}  # one color per series label, p50 dashed, p99 solid
     for ax, (name, lines) in zip(axes[0], used, strict=True):
         for suffix, key in lines:
             for label, points in _series(records, key).items():
                 xs, ys, failed = zip(*points, strict=True)
                 style = "--" if suffix == "p50" else "-"
-                ax.plot(xs, ys, style, marker="o", label=f"{label} {suffix}".strip())
+                color = colors.setdefault(label, palette[len(colors) % len(palette)])
+                ax.plot(xs, ys, style, marker="o", color=color, label=f"{label} {suffix}".strip())
                 for x, y, share in zip(xs, ys, failed, strict=True):
                     if share > 0.01 and suffix != "p50":  # overload: calls shed or failed
                         ax.annotate(f"{share:.0%} failed", (x, y), fontsize=7, color="red")
