@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -15,8 +15,6 @@ from sqlalchemy import (
     Engine,
     Insert,
     Table,
-    bindparam,
-    case,
     delete,
     func,
     insert,
@@ -158,22 +156,29 @@ class SqlStore(Store):
     def record_heartbeats(self, beats: Mapping[str, datetime]) -> None:
         if not beats:
             return
-        when = bindparam("b_when", type_=schema.UTCDateTime())
-        stmt = (
-            update(_W)
-            .where(_W.c.worker_id == bindparam("b_worker_id"))
-            .values(
-                is_active=True,
-                last_heartbeat=case(
-                    (_W.c.last_heartbeat.is_(None), when),
-                    (_W.c.last_heartbeat < when, when),
-                    else_=_W.c.last_heartbeat,
-                ),
-            )
+        # The hot batch of the store (every worker, every flush): one plain driver-level
+        # executemany with values converted once, rather than SQLAlchemy's per-row,
+        # per-bind type processing (about 26 us a row, 3 us left here), so that the
+        # worker thread holds the GIL briefly and the event loop does not wait on it.
+        mark = "?" if self._engine.dialect.paramstyle == "qmark" else "%s"
+        sql = (
+            f"UPDATE {_W.name} SET is_active = TRUE, last_heartbeat = CASE"
+            f" WHEN last_heartbeat IS NULL OR last_heartbeat < {mark} THEN {mark}"
+            f" ELSE last_heartbeat END WHERE worker_id = {mark}"
         )
-        params = [{"b_worker_id": w, "b_when": t} for w, t in sorted(beats.items())]
+        stored = self._stored_time
+        rows = [(t, t, w) for w, t in ((w, stored(t)) for w, t in sorted(beats.items()))]
         with self._write() as conn:
-            conn.execute(stmt, params)  # one executemany, one transaction
+            conn.exec_driver_sql(sql, rows)  # one executemany, one transaction
+
+    def _stored_time(self, when: datetime) -> Any:
+        """``when`` as ``UTCDateTime`` stores it, without SQLAlchemy's bind processing."""
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError(f"naive datetime {when!r}: the store needs timezone-aware times")
+        when = when.astimezone(UTC)
+        if self._engine.dialect.name == "sqlite":  # SQLAlchemy's SQLite DATETIME text
+            return when.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return when
 
     # -- tasks -------------------------------------------------------------------
 

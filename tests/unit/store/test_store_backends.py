@@ -163,6 +163,13 @@ def test_record_heartbeats_batch(store: Store) -> None:
     assert store.get_worker("w11").last_heartbeat == at(100)  # type: ignore[union-attr]
     store.record_heartbeats({})  # nothing to do
 
+    # a later time in another zone, a microsecond apart, is newer; naive times are refused
+    later = at(100) + timedelta(microseconds=1)
+    store.record_heartbeats({"w11": later.astimezone(timezone(timedelta(hours=2)))})
+    assert store.get_worker("w11").last_heartbeat == later  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="naive"):
+        store.record_heartbeats({"w11": datetime(2025, 1, 1)})
+
 
 def test_timestamps_are_utc_aware(store: Store) -> None:
     plus2 = timezone(timedelta(hours=2))
