@@ -163,7 +163,9 @@ class MasterServer:
     async def _open_store(self) -> None:
         settings = self.settings
         store = await asyncio.to_thread(open_store, settings.database_url, settings.data_dir)
-        persistence = MasterPersistence(store)
+        persistence = MasterPersistence(
+            store, heartbeat_flush_interval=settings.store_flush_interval
+        )
         workers, tasks = await persistence.load(self.registry, self.tasks)
         log.info("store %s: loaded %d workers and %d tasks", store.url, workers, tasks)
         persistence.attach(self.registry, self.tasks)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from cloudai.master import cli
+from cloudai.master.settings import MasterSettings
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    return parser.parse_args(["master", *argv])
+
+
+def test_defaults_and_store_flush_interval() -> None:
+    default = cli.settings_from_args(parse("--no-cli"))
+    assert default.store_flush_interval == MasterSettings().store_flush_interval == 5.0
+    assert default.gil_switch_interval == 0.0005 and default.gc_freeze_after_start
+    assert cli.settings_from_args(parse("--store-flush-interval", "0.5")).store_flush_interval == 0.5
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "soon"])
+def test_store_flush_interval_must_be_positive_seconds(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse("--store-flush-interval", bad)
+    assert "--store-flush-interval" in capsys.readouterr().err
