@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import sys
 from pathlib import Path
 
 from cloudai.addresses import parse_port, split_host_port
+from cloudai.master.gc_pacer import GcPacer
 from cloudai.master.server import MasterServer
 from cloudai.master.settings import MasterSettings
 from cloudai.validation import InvalidMessage, check_id
@@ -136,12 +136,6 @@ def install_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def freeze_start_up_objects() -> None:
-    """Move what start-up allocated out of the collector's reach (``gc.freeze``)."""
-    gc.collect()
-    gc.freeze()
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     install_event_loop_policy()
@@ -149,8 +143,18 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         server = MasterServer(settings)
-        if settings.gc_freeze_after_start:
-            server.after_start.append(freeze_start_up_objects)
+        if settings.gc_young_interval > 0:
+            pacer = GcPacer(
+                settings.gc_young_interval,
+                settings.gc_full_interval,
+                settings.gc_refresh_interval,
+            )
+
+            async def start_pacer() -> None:
+                pacer.start()
+
+            server.after_start.append(start_pacer)
+            server.before_stop.append(pacer.stop)
         foreground = None
         if settings.interactive:
             from cloudai.master.console import make_console

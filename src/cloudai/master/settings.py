@@ -39,10 +39,12 @@ class MasterSettings:
     store_flush_interval: float = 5.0
     # Process tuning, applied by the ``cloudai master`` command (it owns the process):
     # a short GIL switch interval bounds how long the event loop waits on a thread
-    # (the store's writer) to ~0.5 ms instead of 5 ms; freezing what start-up allocated
-    # keeps it out of every later full garbage collection.
+    # (the store's writer) to ~0.5 ms instead of 5 ms; the GC pacer runs the garbage
+    # collector in small steps on a timer (see master/gc_pacer.py), 0 turns it off.
     gil_switch_interval: float = 0.0005
-    gc_freeze_after_start: bool = True
+    gc_young_interval: float = 0.02
+    gc_full_interval: float = 30.0
+    gc_refresh_interval: float = 900.0
     allowed_workers: dict[str, str] = field(default_factory=dict)
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None
