@@ -58,6 +58,14 @@ def test_bench_run_produces_sane_figures(mode: str) -> None:
     assert record["generators"] == 2 and record["connections"] == 12
 
 
+def test_floor_target_measures_the_do_nothing_grpc_server() -> None:
+    config = BenchConfig(mode="stream", target="floor", workers=8, rate=200.0, duration=1.0)
+    record = run_once(config)
+    assert record["target"].startswith("floor")
+    assert record["errors"] == 0 and record["accepted"] == record["sent"] == 200
+    assert record["master"]["cpu_pct"] > 0 and record["master"]["rss_mb"]["max"] > 10
+
+
 def test_bench_command_prints_json_and_a_table(tmp_path) -> None:
     out = subprocess.run(
         [

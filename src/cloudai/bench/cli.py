@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from cloudai.bench.config import MODES, BenchConfig
+from cloudai.bench.config import MODES, TARGETS, BenchConfig
 from cloudai.bench.schedule import worker_ids
 
 
@@ -65,6 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     procs.add_argument("--connections", type=int, default=0, help="gRPC connections; 0: 1/worker")
     procs.add_argument("--track-clients", type=int, default=10, help="clients checking tags (10)")
     target = p.add_argument_group("target")
+    target.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="ours",
+        help="ours: a fresh master of ours per run (default); floor: a fresh gRPC server "
+        "that speaks the protocol and does nothing, to measure what grpcio itself costs",
+    )
     target.add_argument("--grpc", metavar="HOST:PORT", help="an existing master's gRPC address")
     target.add_argument("--ws-url", metavar="URL", help="its ws://HOST:PORT/ws/telemetry")
     target.add_argument("--master-pid", type=int, help="its pid, for CPU and RSS")
@@ -114,6 +121,7 @@ def configs_from_args(args: argparse.Namespace) -> list[BenchConfig]:
         slow_after=args.slow_after,
         slow_for=args.slow_for,
         drain=args.drain,
+        target=args.target,
         grpc=args.grpc,
         ws_url=args.ws_url,
         master_pid=args.master_pid,

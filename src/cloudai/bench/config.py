@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MODES = ("unary", "stream")
+TARGETS = ("ours", "floor")  # a master of ours, or the do-nothing gRPC server
 
 
 @dataclass(slots=True)
@@ -23,7 +24,8 @@ class BenchConfig:
     slow_after: float = 2.0  # seconds after the start
     slow_for: float = 0.0  # seconds they read nothing
     drain: float = 2.0  # seconds after the load before results are read
-    # Target: a master of our own (None) or an existing one.
+    # Target: a fresh server per run (``target``), or an existing master (``grpc``).
+    target: str = "ours"
     grpc: str | None = None  # "host:port"
     ws_url: str | None = None  # ws://host:port[/ws/telemetry]
     master_pid: int | None = None
@@ -46,6 +48,10 @@ class BenchConfig:
             raise ValueError("clients, slow clients and tasks must be >= 0")
         if self.slow_clients and self.slow_after + self.slow_for > self.duration + self.drain:
             raise ValueError("slow clients must resume before the drain ends")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}")
+        if self.target == "floor" and (self.clients + self.slow_clients or self.grpc):
+            raise ValueError("the floor server has no WebSocket clients and is started fresh")
         if (self.grpc is None) != (self.ws_url is None) and self.clients + self.slow_clients:
             raise ValueError("--grpc and --ws-url go together")
 

@@ -1,4 +1,9 @@
-"""A fresh master process per run, on loopback ephemeral ports, the workers pre-authorised."""
+"""A fresh master process per run, on loopback ephemeral ports, the workers pre-authorised.
+
+``LocalMaster`` is ours; ``FloorMaster`` is the do-nothing gRPC server of
+``floor_master.py`` (``--target floor``). Both are a ``ChildServer``: a process that
+writes a ready file with its ports.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,80 @@ from pathlib import Path
 from typing import Any
 
 
-class LocalMaster:
+class ChildServer:
+    """A server child process that writes ``<name>.ready.json`` when it listens."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready: dict[str, Any] = {}
+        self.log_path = workdir / f"{self.name}.log"
+        self.ready_file = workdir / f"{self.name}.ready.json"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> None:
+        ready_file = self.ready_file
+        ready_file.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env.pop("GRPC_PORT", None)
+        env.pop("HTTP_PORT", None)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
+            )
+        deadline = time.monotonic() + timeout
+        while not ready_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"the {self.name} exited with {self.proc.returncode}: {self.log()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"the {self.name} was not ready after {timeout:.0f} s: {self.log()}"
+                )
+            time.sleep(0.05)
+        self.ready = json.loads(ready_file.read_text())
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.ready['grpc_port']}"
+
+    def log(self, tail: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return None if proc is None else proc.returncode
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+
+class LocalMaster(ChildServer):
+    name = "master"
+
     def __init__(
         self,
         workdir: Path,
@@ -22,14 +100,11 @@ class LocalMaster:
         inactivity_timeout: float | None = None,
         extra_args: list[str] | None = None,
     ) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self.worker_ids = worker_ids
         self.ws_batch_ms = ws_batch_ms
         self.inactivity_timeout = inactivity_timeout
         self.extra_args = list(extra_args or [])
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ready: dict[str, Any] = {}
-        self.log_path = workdir / "master.log"
 
     def command(self) -> list[str]:
         allow = self.workdir / "workers.txt"
@@ -49,7 +124,7 @@ class LocalMaster:
             "127.0.0.1",
             "--no-cli",
             "--ready-file",
-            str(self.workdir / "master.ready.json"),
+            str(self.ready_file),
             "--allow-workers-file",
             str(allow),
             "--data-dir",
@@ -61,57 +136,25 @@ class LocalMaster:
             args += ["--inactivity-timeout", str(self.inactivity_timeout)]
         return args + self.extra_args
 
-    def start(self, timeout: float = 30.0) -> None:
-        ready_file = self.workdir / "master.ready.json"
-        ready_file.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env.pop("GRPC_PORT", None)
-        env.pop("HTTP_PORT", None)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.workdir,
-            )
-        deadline = time.monotonic() + timeout
-        while not ready_file.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the master exited with {self.proc.returncode}: {self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the master was not ready after {timeout:.0f} s: {self.log()}")
-            time.sleep(0.05)
-        self.ready = json.loads(ready_file.read_text())
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def grpc(self) -> str:
-        return f"127.0.0.1:{self.ready['grpc_port']}"
-
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.ready['http_port']}/ws/telemetry"
 
-    def log(self, tail: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-tail:]
-        except OSError:
-            return ""
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return None if proc is None else proc.returncode
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+class FloorMaster(ChildServer):
+    """The floor: a gRPC server that speaks the protocol and does nothing (no WebSocket)."""
+
+    name = "floor"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "cloudai.bench.floor_master",
+            "--ready-file",
+            str(self.ready_file),
+        ]
+
+    @property
+    def ws_url(self) -> str:
+        return ""

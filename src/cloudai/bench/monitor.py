@@ -34,15 +34,18 @@ class ProcessMonitor:
     def rss(self) -> int:
         return self._process.memory_info().rss
 
-    def wait_quiet(self, below: float, timeout: float, interval: float = 0.5) -> float:
-        """Wait until the process uses less than ``below`` cores over ``interval``."""
+    def wait_quiet(
+        self, below: float, timeout: float, interval: float = 0.5, quiet_for: float = 2.0
+    ) -> float:
+        """Wait until the process has used less than ``below`` cores in every ``interval``
+        for ``quiet_for`` seconds in a row (a lull between two writes is not the end)."""
         started = time.monotonic()
         previous = self.cpu_seconds()
-        while time.monotonic() - started < timeout:
+        quiet = 0.0
+        while time.monotonic() - started < timeout and quiet < quiet_for:
             time.sleep(interval)
             current = self.cpu_seconds()
-            if current - previous < below * interval:
-                break
+            quiet = quiet + interval if current - previous < below * interval else 0.0
             previous = current
         return time.monotonic() - started
 

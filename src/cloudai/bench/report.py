@@ -59,7 +59,8 @@ def build_record(
         "slow_clients": config.slow_clients,
         "tasks": config.tasks,
         "duration_s": duration,
-        "target": "own master" if config.grpc is None else config.grpc,
+        "target": config.grpc
+        or ("floor (do-nothing gRPC server)" if config.target == "floor" else "own master"),
         **layout,
         "sent": gen["sent"],
         "accepted": gen["accepted"],

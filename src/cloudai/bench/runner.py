@@ -23,7 +23,7 @@ from cloudai.bench.clients import ClientSpec, clients_main
 from cloudai.bench.config import BenchConfig
 from cloudai.bench.generator import GeneratorSpec, generator_main
 from cloudai.bench.histogram import Histogram
-from cloudai.bench.local_master import LocalMaster
+from cloudai.bench.local_master import ChildServer, FloorMaster, LocalMaster
 from cloudai.bench.monitor import ProcessMonitor
 from cloudai.bench.report import build_record
 from cloudai.bench.schedule import Layout, worker_ids
@@ -110,11 +110,16 @@ def run_once(config: BenchConfig, progress: Progress | None = None) -> dict[str,
 
 def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
     ids = worker_ids(config.workers, config.worker_prefix)
-    master: LocalMaster | None = None
+    master: ChildServer | None = None
     children: list[_Child] = []
     shared: SharedArrays | None = None
     try:
-        if config.grpc is None:
+        if config.grpc is None and config.target == "floor":
+            master = FloorMaster(workdir)
+            master.start()
+            grpc_target, ws_url, master_pid = master.grpc, "", master.pid
+            say(f"floor server pid {master.pid}: gRPC {grpc_target}")
+        elif config.grpc is None:
             master = LocalMaster(
                 workdir,
                 ids,

@@ -41,6 +41,24 @@ log = logging.getLogger(__name__)
 AppExtension = Callable[["MasterServer", web.Application], None]
 
 
+def grpc_server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """The gRPC server's channel options (the bench's floor server uses the same).
+
+    No BDP probing: gRPC would send a PING with each burst of received data to size its
+    flow-control window for bulk transfers. Workers send small messages; at 10,000
+    streaming workers those pings cost ~17 % of a core on each side (docs/PERFORMANCE.md)
+    and the default 64 KiB window is ample for a heartbeat or a task result.
+    """
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.bdp_probe", 0),
+    ]
+
+
 class MasterServer:
     def __init__(self, settings: MasterSettings) -> None:
         self.settings = settings
@@ -80,15 +98,7 @@ class MasterServer:
         self.telemetry.start()
         self._meter_task = asyncio.get_running_loop().create_task(self._sample_rates())
 
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-            ]
-        )
+        server = grpc.aio.server(options=grpc_server_options(settings.max_message_bytes))
         rpc.add_MasterWorkerServicer_to_server(self.service, server)
         grpc_address = join_host_port(settings.grpc_host, settings.grpc_port)
         self.grpc_port = server.add_insecure_port(grpc_address)

@@ -43,8 +43,8 @@ class MasterSettings:
     # collector in small steps on a timer (see master/gc_pacer.py), 0 turns it off.
     gil_switch_interval: float = 0.0005
     gc_young_interval: float = 0.02
-    gc_full_interval: float = 30.0
-    gc_refresh_interval: float = 900.0
+    gc_full_interval: float = 300.0
+    gc_refresh_interval: float = 3600.0
     allowed_workers: dict[str, str] = field(default_factory=dict)
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None

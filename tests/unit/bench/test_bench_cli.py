@@ -36,6 +36,7 @@ def test_defaults_and_target_flags() -> None:
         parse("--grpc", "10.0.0.1:50051", "--ws-url", "ws://10.0.0.1:8080", "--master-pid", "42")
     )
     assert config.grpc == "10.0.0.1:50051" and config.master_pid == 42
+    assert config.target == "ours"
     assert (config.workers, config.rate, config.duration, config.mode) == (
         100,
         1000.0,
@@ -55,6 +56,10 @@ def test_inconsistent_settings_are_refused() -> None:
         cli.configs_from_args(parse("--slow-clients", "1", "--slow-for", "60", "--duration", "5"))
     with pytest.raises(ValueError):
         BenchConfig(workers=0).validate()
+    with pytest.raises(ValueError, match="floor"):  # the floor server has no WebSocket
+        cli.configs_from_args(parse("--target", "floor", "--clients", "10"))
+    with pytest.raises(SystemExit):
+        parse("--target", "go")
 
 
 def test_register_lines_for_masters_that_need_them() -> None:

@@ -5,7 +5,7 @@ import gc
 
 import pytest
 
-from cloudai.master.gc_pacer import MIDDLE_EVERY, Collection, GcPacer, GcSchedule
+from cloudai.master.gc_pacer import Collection, GcPacer, GcSchedule
 
 
 class FakeCollector:
@@ -41,16 +41,15 @@ class Clock:
         return self.now
 
 
-def test_schedule_young_middle_full_refresh() -> None:
+def test_schedule_young_full_refresh() -> None:
     schedule = GcSchedule(full_interval=30.0, refresh_interval=90.0, started=0.0)
-    kinds = [schedule.next_collection(0.1 * i) for i in range(1, 21)]
-    assert kinds.count(Collection.MIDDLE) == 2 and kinds[9] is Collection.MIDDLE
-    assert set(kinds) == {Collection.YOUNG, Collection.MIDDLE}
+    kinds = {schedule.next_collection(0.1 * i) for i in range(1, 200)}
+    assert kinds == {Collection.YOUNG}
     assert schedule.next_collection(30.0) is Collection.FULL
-    assert schedule.next_collection(30.1) is not Collection.FULL  # one per interval
+    assert schedule.next_collection(30.1) is Collection.YOUNG  # one per interval
     assert schedule.next_collection(60.0) is Collection.FULL
     assert schedule.next_collection(90.0) is Collection.REFRESH  # a refresh is also a full
-    assert schedule.next_collection(110.0) is not Collection.FULL
+    assert schedule.next_collection(110.0) is Collection.YOUNG
     assert schedule.next_collection(120.0) is Collection.FULL
 
 
@@ -106,11 +105,9 @@ async def test_pacer_ticks_on_the_loop_with_the_real_collector() -> None:
     try:
         assert not gc.isenabled() and gc.get_freeze_count() > 0
         deadline = asyncio.get_running_loop().time() + 10
-        while pacer.stats[Collection.MIDDLE].count < 1:
+        while pacer.stats[Collection.YOUNG].count < 10:
             assert asyncio.get_running_loop().time() < deadline, "the pacer never ticked"
             await asyncio.sleep(0.005)
-        assert pacer.stats[Collection.YOUNG].count >= MIDDLE_EVERY - 1
     finally:
         await pacer.stop()
     assert gc.isenabled() == was_enabled and gc.get_freeze_count() == 0
-
