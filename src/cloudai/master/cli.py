@@ -35,13 +35,13 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_seconds(text: str) -> float:
+def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
@@ -69,12 +69,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--advertise-host", help="address workers use to reach this master")
     p.add_argument("--inactivity-timeout", type=float, help="seconds (default 30)")
     p.add_argument("--ws-batch-ms", type=float, help="fan-out tick in ms (default 5; 0: none)")
+    p.add_argument(
+        "--ws-max-frame-rate",
+        type=_positive,
+        metavar="N",
+        help="frames/s to all clients together; with many clients the tick grows "
+        "to stay under it (default 40000)",
+    )
     p.add_argument("--ws-ping-interval", type=float, help="seconds (default 54)")
     p.add_argument("--ws-client-timeout", type=float, help="seconds (default 60)")
     p.add_argument("--ws-compression", action="store_true", help="offer permessage-deflate")
     p.add_argument(
         "--store-flush-interval",
-        type=_positive_seconds,
+        type=_positive,
         help="seconds between writes of heartbeat times to the database (default 5)",
     )
     p.add_argument("--data-dir", type=Path, help="directory of the embedded database")
@@ -115,6 +122,8 @@ def settings_from_args(args: argparse.Namespace) -> MasterSettings:
         settings.ws_client_timeout = args.ws_client_timeout
     if args.ws_compression:
         settings.ws_compression = True
+    if args.ws_max_frame_rate is not None:
+        settings.ws_max_frame_rate = args.ws_max_frame_rate
     if args.store_flush_interval is not None:
         settings.store_flush_interval = args.store_flush_interval
     if args.data_dir is not None:

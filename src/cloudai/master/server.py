@@ -66,7 +66,7 @@ class MasterServer:
             settings.inactivity_timeout, queue_size=settings.heartbeat_queue_size
         )
         self.registry = WorkerRegistry()
-        self.hub = TelemetryHub(batch_interval=settings.ws_batch_interval)
+        self.hub = TelemetryHub(settings.ws_batch_interval, settings.ws_max_frame_rate)
         self.link = WorkerLink(
             self.registry,
             master_id=settings.master_id,

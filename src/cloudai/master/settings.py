@@ -32,6 +32,7 @@ class MasterSettings:
     ws_ping_interval: float = 54.0
     ws_client_timeout: float = 60.0
     ws_batch_interval: float = 0.005
+    ws_max_frame_rate: float = 40_000.0  # all clients together; longer ticks beyond
     ws_compression: bool = False
     shutdown_grace: float = 3.0
     # Heartbeat times reach the store at most this late (the live state is in memory;

@@ -16,6 +16,11 @@ Any other client goes through its buffer and writer task as before, so order,
 coalescing and back-pressure are unchanged. Compressed connections always take the
 writer path. A tick reaches at most DELIVERY_CHUNK clients per event-loop iteration, so a
 thousand clients never stall gRPC for a whole tick's worth of socket writes.
+
+The tick grows with the number of clients (``tick_interval``): every tick is one socket
+write per client, so with many clients the tick lengthens to keep the writes under
+``max_frame_rate`` a second. A few hundred clients keep the configured tick; a thousand
+get fewer, larger frames instead of a machine too busy to send them.
 """
 
 from __future__ import annotations
@@ -61,6 +66,15 @@ class HubStats:
 
 
 DELIVERY_CHUNK = 256  # client deliveries per event-loop iteration
+MAX_FRAME_RATE = 40_000.0  # frames a second to all clients together
+
+
+def tick_interval(batch_interval: float, clients: int, max_frame_rate: float) -> float:
+    """The fan-out tick for ``clients``: the configured one, or longer so that one frame
+    per client per tick stays under ``max_frame_rate``. 0 (no batching) stays 0."""
+    if batch_interval <= 0:
+        return 0.0
+    return max(batch_interval, clients / max_frame_rate)
 
 
 @dataclass(slots=True, eq=False)
@@ -96,8 +110,13 @@ def _direct_channel(ws: web.WebSocketResponse) -> tuple[asyncio.Transport, BaseP
 
 
 class TelemetryHub:
-    def __init__(self, batch_interval: float = 0.005) -> None:
+    def __init__(
+        self, batch_interval: float = 0.005, max_frame_rate: float = MAX_FRAME_RATE
+    ) -> None:
+        if not max_frame_rate > 0:
+            raise ValueError(f"max_frame_rate must be > 0, got {max_frame_rate!r}")
         self.batch_interval = batch_interval
+        self.max_frame_rate = max_frame_rate
         # The latest state per worker (the snapshot) and its fragment, encoded on demand:
         # once per tick when clients are connected, never while nobody listens.
         self._latest: dict[str, WorkerTelemetry] = {}
@@ -127,8 +146,9 @@ class TelemetryHub:
         self._batch[worker_id] = state
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
-            if self.batch_interval > 0:
-                self._flush_handle = loop.call_later(self.batch_interval, self.flush)
+            tick = tick_interval(self.batch_interval, len(self._clients), self.max_frame_rate)
+            if tick > 0:
+                self._flush_handle = loop.call_later(tick, self.flush)
             else:
                 self._flush_handle = loop.call_soon(self.flush)
 

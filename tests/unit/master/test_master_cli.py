@@ -23,10 +23,16 @@ def test_defaults_and_store_flush_interval() -> None:
     )
 
 
+@pytest.mark.parametrize("flag", ["--store-flush-interval", "--ws-max-frame-rate"])
 @pytest.mark.parametrize("bad", ["0", "-1", "soon"])
-def test_store_flush_interval_must_be_positive_seconds(
-    bad: str, capsys: pytest.CaptureFixture[str]
+def test_positive_flags_refuse_other_values(
+    flag: str, bad: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        parse("--store-flush-interval", bad)
-    assert "--store-flush-interval" in capsys.readouterr().err
+        parse(flag, bad)
+    assert flag in capsys.readouterr().err
+
+
+def test_ws_max_frame_rate() -> None:
+    assert cli.settings_from_args(parse()).ws_max_frame_rate == 40_000.0
+    assert cli.settings_from_args(parse("--ws-max-frame-rate", "1000")).ws_max_frame_rate == 1000

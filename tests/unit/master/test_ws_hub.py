@@ -11,7 +11,7 @@ from aiohttp import WSMsgType
 from aiohttp.base_protocol import BaseProtocol
 
 from cloudai.bench.wsframes import FrameParser
-from cloudai.master.ws_hub import TelemetryHub, ws_text_header
+from cloudai.master.ws_hub import TelemetryHub, tick_interval, ws_text_header
 from cloudai.telemetry.manager import TelemetryEvent
 from cloudai.telemetry.model import WorkerTelemetry
 
@@ -74,6 +74,29 @@ def test_ws_text_header_lengths() -> None:
     assert ws_text_header(5) == b"\x81\x05"
     assert ws_text_header(126) == b"\x81\x7e\x00\x7e"
     assert ws_text_header(70_000) == b"\x81\x7f" + (70_000).to_bytes(8, "big")
+
+
+def test_the_tick_grows_with_the_clients_to_stay_under_the_frame_rate() -> None:
+    assert tick_interval(0.005, 1, 25_000) == 0.005
+    assert tick_interval(0.005, 100, 25_000) == 0.005  # 100 / 25,000 = 4 ms < 5 ms
+    assert tick_interval(0.005, 1000, 25_000) == 0.04  # 1,000 frames per 40 ms tick
+    assert tick_interval(0.0, 1000, 25_000) == 0.0  # no batching stays no batching
+
+
+async def test_a_tick_with_many_clients_is_longer() -> None:
+    hub = TelemetryHub(batch_interval=0.001, max_frame_rate=100.0)
+    clients = [hub.connect(FakeWebSocket(), None, f"c{i}") for i in range(5)]  # type: ignore[arg-type]
+    await settle(hub)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    hub.on_telemetry(state("w1", 1.0), TelemetryEvent.UPDATE)
+    handle = hub._flush_handle
+    assert isinstance(handle, asyncio.TimerHandle)
+    assert handle.when() - began >= 0.05 - 0.001  # 5 clients / 100 frames/s
+    hub.flush()
+    await settle(hub)
+    for client in clients:
+        assert client.ws.messages()[-1]["w1"]["cpu_usage"] == 1.0  # type: ignore[attr-defined]
 
 
 async def test_clients_that_keep_up_get_one_direct_write_per_tick() -> None:
