@@ -102,6 +102,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="RUNS.jsonl",
         help="no run: print the table of, and --plot, records saved with --json-out",
     )
+    out.add_argument(
+        "--targets",
+        type=Path,
+        metavar="FILE.png",
+        help="with --replot: judge the runs against issue 5's targets, print and draw it",
+    )
     out.add_argument("--label", default="", help="a label stored in each record")
     out.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
@@ -161,12 +167,19 @@ def run(args: argparse.Namespace) -> int:
             for line in path.read_text().splitlines()
             if line.strip()
         ]
-        saved = [r for r in saved if "offered_rate" in r]
-        print(table(saved))
+        runs = [r for r in saved if "offered_rate" in r]
+        print(table(runs))
         if args.plot is not None:
             from cloudai.bench.plot import plot_sweep
 
-            plot_sweep(saved, args.plot, args.label)
+            plot_sweep(runs, args.plot, args.label)
+        if args.targets is not None:
+            from cloudai.bench import targets
+
+            verdicts = targets.judge(saved)
+            print()
+            print(targets.table(verdicts))
+            targets.plot_targets(verdicts, args.targets)
         return 0
     if args.agent_seconds:
         from cloudai.bench.agent import measure_agent

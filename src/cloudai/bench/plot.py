@@ -10,9 +10,12 @@ from typing import Any
 
 def _label(record: dict[str, Any]) -> str:
     clients = record["clients"]
+    mode = record["mode"]
+    if str(record.get("target", "")).startswith("floor"):
+        mode = f"{mode} (do-nothing gRPC server)"
     if not clients:
-        return record["mode"]
-    return f"{record['mode']}, {clients} client{'s' if clients != 1 else ''}"
+        return mode
+    return f"{mode}, {clients} client{'s' if clients != 1 else ''}"
 
 
 def _series(
