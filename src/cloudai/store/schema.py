@@ -42,6 +42,13 @@ NAMING_CONVENTION = {
 }
 
 
+def to_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive datetime is refused (its zone would be a guess)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: the store needs timezone-aware times")
+    return value.astimezone(UTC)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware timestamp, returned in UTC.
 
@@ -55,9 +62,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value!r}: the store needs timezone-aware times")
-        value = value.astimezone(UTC)
+        value = to_utc(value)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -173,9 +173,7 @@ class SqlStore(Store):
 
     def _stored_time(self, when: datetime) -> Any:
         """``when`` as ``UTCDateTime`` stores it, without SQLAlchemy's bind processing."""
-        if when.tzinfo is None or when.utcoffset() is None:
-            raise ValueError(f"naive datetime {when!r}: the store needs timezone-aware times")
-        when = when.astimezone(UTC)
+        when = schema.to_utc(when)
         if self._engine.dialect.name == "sqlite":  # SQLAlchemy's SQLite DATETIME text
             return when.replace(tzinfo=None).isoformat(" ", "microseconds")
         return when
