@@ -70,6 +70,10 @@ class BenchConfig:
 
     @property
     def batch_window(self) -> float:
-        """Seconds within which the master may merge two heartbeats of one worker."""
-        tick = 5.0 if self.ws_batch_ms is None else self.ws_batch_ms
-        return tick / 1000.0 + 0.001
+        """Seconds within which the master may merge two heartbeats of one worker: its
+        tick (the configured one, longer with many clients; see ``tick_interval``)."""
+        from cloudai.master.ws_hub import MAX_FRAME_RATE, tick_interval
+
+        tick = 0.005 if self.ws_batch_ms is None else self.ws_batch_ms / 1000.0
+        clients = self.clients + self.slow_clients
+        return tick_interval(tick, clients, MAX_FRAME_RATE) + 0.001

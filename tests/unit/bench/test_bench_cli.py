@@ -62,6 +62,12 @@ def test_inconsistent_settings_are_refused() -> None:
         parse("--target", "go")
 
 
+def test_batch_window_follows_the_masters_tick() -> None:
+    assert BenchConfig(clients=100).batch_window == pytest.approx(0.006)
+    assert BenchConfig(clients=1000).batch_window == pytest.approx(0.026)  # 1,000 / 40,000/s
+    assert BenchConfig(clients=10, ws_batch_ms=50).batch_window == pytest.approx(0.051)
+
+
 def test_register_lines_for_masters_that_need_them() -> None:
     assert cli.register_lines(2, "bench-", "10.0.0.9:50052") == [
         "register bench-00000 10.0.0.9:50052",
