@@ -43,7 +43,7 @@ class MasterSettings:
     # (the store's writer) to ~0.5 ms instead of 5 ms; the GC pacer runs the garbage
     # collector in small steps on a timer (see master/gc_pacer.py), 0 turns it off.
     gil_switch_interval: float = 0.0005
-    gc_young_interval: float = 0.02
+    gc_young_interval: float = 0.1
     gc_full_interval: float = 300.0
     gc_refresh_interval: float = 3600.0
     allowed_workers: dict[str, str] = field(default_factory=dict)

@@ -61,7 +61,7 @@ def test_schedule_refuses_bad_intervals(full: float, refresh: float) -> None:
 
 def test_pacer_drives_the_collector_and_restores_it() -> None:
     collector, clock = FakeCollector(), Clock()
-    pacer = GcPacer(0.02, 30.0, 900.0, collector=collector, clock=clock)
+    pacer = GcPacer(0.1, 30.0, 900.0, collector=collector, clock=clock)
     pacer.start()  # no running loop: the test ticks by hand
     assert not collector.enabled and pacer.running
     assert collector.calls == ["collect2", "freeze"]  # start-up objects frozen

@@ -17,7 +17,7 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_defaults_and_store_flush_interval() -> None:
     default = cli.settings_from_args(parse("--no-cli"))
     assert default.store_flush_interval == MasterSettings().store_flush_interval == 5.0
-    assert default.gil_switch_interval == 0.0005 and default.gc_young_interval == 0.02
+    assert default.gil_switch_interval == 0.0005 and default.gc_young_interval == 0.1
     assert (
         cli.settings_from_args(parse("--store-flush-interval", "0.5")).store_flush_interval == 0.5
     )
