@@ -84,6 +84,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_positive,
         help="seconds between writes of heartbeat times to the database (default 5)",
     )
+    p.add_argument(
+        "--gc-young-ms",
+        type=float,
+        metavar="MS",
+        help="the GC pacer's young-generation interval (default 100; 0: CPython's own GC)",
+    )
     p.add_argument("--data-dir", type=Path, help="directory of the embedded database")
     p.add_argument("--database-url", help="e.g. postgresql://... (env CLOUDAI_DATABASE_URL)")
     p.add_argument("--no-cli", action="store_true", help="no interactive CLI even on a terminal")
@@ -124,6 +130,8 @@ def settings_from_args(args: argparse.Namespace) -> MasterSettings:
         settings.ws_compression = True
     if args.ws_max_frame_rate is not None:
         settings.ws_max_frame_rate = args.ws_max_frame_rate
+    if args.gc_young_ms is not None:
+        settings.gc_young_interval = max(0.0, args.gc_young_ms) / 1000.0
     if args.store_flush_interval is not None:
         settings.store_flush_interval = args.store_flush_interval
     if args.data_dir is not None:

@@ -107,11 +107,8 @@ class MasterService(rpc.MasterWorkerServicer):
         if task is not None:
             self._streams.add(task)
         try:
-            # context.read() rather than ``async for`` over request_iterator: the same
-            # messages without grpc.aio's async-generator layer around each read.
-            read, eof, accept = context.read, grpc.aio.EOF, self._accept
-            while (heartbeat := await read()) is not eof:
-                status, message = accept(heartbeat)  # type: ignore[arg-type]
+            async for heartbeat in request_iterator:
+                status, message = self._accept(heartbeat)
                 if status is not None:
                     await context.abort(status, message)
         except grpc.aio.AbortError:

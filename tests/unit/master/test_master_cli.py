@@ -33,6 +33,11 @@ def test_positive_flags_refuse_other_values(
     assert flag in capsys.readouterr().err
 
 
+def test_gc_young_ms() -> None:
+    assert cli.settings_from_args(parse("--gc-young-ms", "20")).gc_young_interval == 0.02
+    assert cli.settings_from_args(parse("--gc-young-ms", "0")).gc_young_interval == 0.0
+
+
 def test_ws_max_frame_rate() -> None:
     assert cli.settings_from_args(parse()).ws_max_frame_rate == 40_000.0
     assert cli.settings_from_args(parse("--ws-max-frame-rate", "1000")).ws_max_frame_rate == 1000
