@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cloudai.backoff import Backoff
@@ -36,6 +38,21 @@ from cloudai.telemetry.model import WorkerTelemetry
 log = logging.getLogger(__name__)
 
 Operation = Callable[[], object]
+
+UPSERT_BATCH = 1000
+"""Worker upserts queued together are written in one transaction, at most this many."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerUpsert:
+    """A queued write of one worker, recognisable so that a burst (workers registering
+    at start-up or after a restart) is written in one transaction, not one each."""
+
+    store: Store
+    record: WorkerRecord
+
+    def __call__(self) -> None:
+        self.store.upsert_worker(self.record)
 
 
 def to_datetime(timestamp: float | None) -> datetime | None:
@@ -167,8 +184,7 @@ class MasterPersistence:
         if entry is None:
             self._submit(lambda: self.store.delete_worker(worker_id))
         else:
-            record = worker_record(entry)
-            self._submit(lambda: self.store.upsert_worker(record))
+            self._submit(WorkerUpsert(self.store, worker_record(entry)))
 
     def on_task_changed(self, task: TaskState) -> None:
         record = task_record(task)
@@ -218,10 +234,13 @@ class MasterPersistence:
         """Writes in order. While the database is unreachable the same write is retried
         with back-off (later writes wait behind it, so nothing is lost or reordered)."""
         backoff = Backoff(initial=0.2, maximum=10.0)
+        taken: deque[Operation | None] = deque()  # taken from the queue, not written yet
         while True:
-            operation = await self._queue.get()
+            operation = taken.popleft() if taken else await self._queue.get()
             if operation is None:
                 return
+            if isinstance(operation, WorkerUpsert):
+                operation = self._upsert_batch(operation, taken)
             while True:
                 try:
                     await asyncio.to_thread(operation)
@@ -239,6 +258,20 @@ class MasterPersistence:
                     log.exception("store write failed")
                 backoff.reset()
                 break
+
+    def _upsert_batch(self, first: WorkerUpsert, taken: deque[Operation | None]) -> Operation:
+        """``first`` and the worker upserts queued right behind it, as one write. The
+        first other operation taken on the way goes to ``taken``: it is written next."""
+        records = [first.record]
+        while len(records) < UPSERT_BATCH and not self._queue.empty():
+            queued = self._queue.get_nowait()
+            if not isinstance(queued, WorkerUpsert):
+                taken.append(queued)
+                break
+            records.append(queued.record)
+        if len(records) == 1:
+            return first
+        return lambda: self.store.upsert_workers(records)
 
     async def drain(self) -> None:
         """Wait until everything queued so far is written (for tests and admin calls)."""

@@ -7,7 +7,7 @@ callers run them with ``asyncio.to_thread``. Every method is one transaction.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Self
@@ -49,6 +49,12 @@ class Store(ABC):
         On update ``registered_at`` keeps its stored value and a ``last_heartbeat``
         of None keeps the stored heartbeat.
         """
+
+    def upsert_workers(self, records: Sequence[WorkerRecord]) -> None:
+        """``upsert_worker`` for each record, in order; a store may do it in one
+        transaction (the master batches registrations that arrive together)."""
+        for record in records:
+            self.upsert_worker(record)
 
     @abstractmethod
     def delete_worker(self, worker_id: str) -> bool:

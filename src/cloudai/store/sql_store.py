@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -111,8 +111,13 @@ class SqlStore(Store):
     # -- workers -----------------------------------------------------------------
 
     def upsert_worker(self, record: WorkerRecord) -> None:
-        values = asdict(record)
-        stmt = self._insert(_W).values(**values)
+        self.upsert_workers([record])
+
+    def upsert_workers(self, records: Sequence[WorkerRecord]) -> None:
+        latest = {r.worker_id: r for r in records}  # one row per worker, the last wins
+        if not latest:
+            return
+        stmt = self._insert(_W)
         excluded = stmt.excluded
         stmt = stmt.on_conflict_do_update(
             index_elements=[_W.c.worker_id],
@@ -127,8 +132,8 @@ class SqlStore(Store):
                 "updated_at": excluded.updated_at,
             },
         )
-        with self._write() as conn:
-            conn.execute(stmt)
+        with self._write() as conn:  # one transaction, one executemany
+            conn.execute(stmt, [asdict(record) for record in latest.values()])
 
     def delete_worker(self, worker_id: str) -> bool:
         with self._write() as conn:

@@ -128,6 +128,24 @@ def test_worker_crud(store: Store) -> None:
     assert [w.worker_id for w in store.list_workers()] == ["w0"]
 
 
+def test_upsert_workers_in_one_batch(store: Store) -> None:
+    store.upsert_worker(worker("w1", registered_at=at(1), updated_at=at(1)))
+    store.record_heartbeats({"w1": at(5)})
+    store.upsert_workers(
+        [
+            worker("w2", address="10.0.0.2:1"),
+            worker("w1", address="10.0.0.1:1", registered_at=at(9), updated_at=at(9)),
+            worker("w2", address="10.0.0.2:2"),  # the same worker twice: the last wins
+        ]
+    )
+    store.upsert_workers([])  # nothing to do
+    workers = {w.worker_id: w for w in store.list_workers()}
+    assert workers["w2"].address == "10.0.0.2:2"
+    assert workers["w1"].address == "10.0.0.1:1"
+    assert workers["w1"].registered_at == at(1)  # an update keeps it, as upsert_worker does
+    assert workers["w1"].last_heartbeat == at(5)
+
+
 def test_workers_survive_a_master_restart(open_: Callable[[], Store]) -> None:
     before = open_()
     for i in range(3):
