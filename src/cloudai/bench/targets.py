@@ -211,17 +211,17 @@ def plot_targets(verdicts: list[Verdict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    clip = 4.0  # ratios beyond are drawn at the edge, their value written beside
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(verdicts) + 1.2))
     names = [v.target for v in verdicts][::-1]
-    ratios = [min(v.ratio, 20.0) for v in verdicts][::-1]
+    ratios = [min(v.ratio, clip) for v in verdicts][::-1]
     colors = ["tab:green" if v.met else "tab:red" for v in verdicts][::-1]
     ax.barh(names, ratios, color=colors)
     ax.axvline(1.0, color="black", linewidth=1)
-    for y, v in enumerate(verdicts[::-1]):
-        ax.annotate(
-            f" {v.measured:,.4g} {v.unit}", (min(v.ratio, 20.0), y), va="center", fontsize=8
-        )
-    ax.set_xscale("log")
+    for y, (v, ratio) in enumerate(zip(verdicts[::-1], ratios, strict=True)):
+        label = f" {_fmt(v.measured)} {v.unit} ({v.ratio:.2g}x)"
+        ax.annotate(label, (ratio, y), va="center", fontsize=8)
+    ax.set_xlim(0, clip * 1.45)
     ax.set_xlabel("measured / limit (how far from the target; <= 1 is met)")
     ax.set_title("issue 5 targets on the 2-core machine")
     fig.tight_layout()
