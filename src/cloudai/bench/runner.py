@@ -114,22 +114,20 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
     children: list[_Child] = []
     shared: SharedArrays | None = None
     try:
-        if config.grpc is None and config.target == "floor":
-            master = FloorMaster(workdir)
-            master.start()
-            grpc_target, ws_url, master_pid = master.grpc, "", master.pid
-            say(f"floor server pid {master.pid}: gRPC {grpc_target}")
-        elif config.grpc is None:
-            master = LocalMaster(
-                workdir,
-                ids,
-                ws_batch_ms=config.ws_batch_ms,
-                inactivity_timeout=config.inactivity_timeout,
-                extra_args=config.master_args,
-            )
+        if config.grpc is None:
+            if config.target == "floor":
+                master = FloorMaster(workdir)
+            else:
+                master = LocalMaster(
+                    workdir,
+                    ids,
+                    ws_batch_ms=config.ws_batch_ms,
+                    inactivity_timeout=config.inactivity_timeout,
+                    extra_args=config.master_args,
+                )
             master.start()
             grpc_target, ws_url, master_pid = master.grpc, master.ws_url, master.pid
-            say(f"master pid {master.pid}: gRPC {grpc_target}, {ws_url}")
+            say(f"{master.name} pid {master.pid}: gRPC {grpc_target} {ws_url}".rstrip())
         else:
             grpc_target = config.grpc
             ws_url = config.ws_url or ""

@@ -171,17 +171,16 @@ class SqlStore(Store):
             f" WHEN last_heartbeat IS NULL OR last_heartbeat < {mark} THEN {mark}"
             f" ELSE last_heartbeat END WHERE worker_id = {mark}"
         )
-        stored = self._stored_time
-        rows = [(t, t, w) for w, t in ((w, stored(t)) for w, t in sorted(beats.items()))]
+        sqlite = self._engine.dialect.name == "sqlite"
+        rows: list[tuple[Any, Any, str]] = []
+        for worker_id, when in sorted(beats.items()):
+            # The value UTCDateTime would bind: SQLite keeps SQLAlchemy's DATETIME text.
+            stored: Any = schema.to_utc(when)
+            if sqlite:
+                stored = stored.replace(tzinfo=None).isoformat(" ", "microseconds")
+            rows.append((stored, stored, worker_id))
         with self._write() as conn:
             conn.exec_driver_sql(sql, rows)  # one executemany, one transaction
-
-    def _stored_time(self, when: datetime) -> Any:
-        """``when`` as ``UTCDateTime`` stores it, without SQLAlchemy's bind processing."""
-        when = schema.to_utc(when)
-        if self._engine.dialect.name == "sqlite":  # SQLAlchemy's SQLite DATETIME text
-            return when.replace(tzinfo=None).isoformat(" ", "microseconds")
-        return when
 
     # -- tasks -------------------------------------------------------------------
 
