@@ -19,8 +19,8 @@ from pathlib import Path
 
 import grpc
 
-from cloudai.master.server import grpc_server_options
 from cloudai.proto import pb, rpc
+from cloudai.proto.options import grpc_server_options
 from cloudai.validation import MAX_MESSAGE_BYTES
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from rich.console import Console, RenderableType
 
-from cloudai.cli import views
+from cloudai import views
 from cloudai.cli.api_client import DEFAULT_URL, ApiClient, ApiError
 
 EXIT_REFUSED = 1

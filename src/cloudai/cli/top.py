@@ -28,8 +28,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from cloudai import views
 from cloudai.backoff import Backoff
-from cloudai.cli import views
 from cloudai.cli.api_client import DEFAULT_URL, base_url
 from cloudai.cli.watch import stream_url
 

@@ -44,7 +44,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from cloudai.cli import views
+from cloudai import views
 from cloudai.master.admin_api import task_json
 from cloudai.master.registry import RegistryError
 from cloudai.master.status import worker_view

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudai.cli import views
+from cloudai import views
 
 NOW = 1_000_000.0
 
