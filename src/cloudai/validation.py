@@ -10,16 +10,16 @@ Limits (documented in docs/ARCHITECTURE.md):
 from __future__ import annotations
 
 import math
-import re
 
+from cloudai import identifiers
+from cloudai.identifiers import MAX_ID_LENGTH
 from cloudai.proto import pb
 
-MAX_ID_LENGTH = 128
+__all__ = ["MAX_ID_LENGTH", "InvalidMessage", "check_id"]
+
 MAX_RUNNING_TASKS = 1024
 MAX_STATUS_LENGTH = 32
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
 
 
 class InvalidMessage(ValueError):
@@ -27,18 +27,10 @@ class InvalidMessage(ValueError):
 
 
 def check_id(kind: str, value: str) -> str:
-    if not value:
-        raise InvalidMessage(f"{kind} must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidMessage(
-            f"{kind} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
-        )
-    if not _ID_RE.fullmatch(value):
-        raise InvalidMessage(
-            f"{kind} {value[:40]!r} has invalid characters: use letters, digits and . _ : @ -"
-            " and start with a letter or digit"
-        )
-    return value
+    try:
+        return identifiers.check_id(kind, value)
+    except identifiers.InvalidId as exc:
+        raise InvalidMessage(str(exc)) from None
 
 
 def check_percent(name: str, value: float) -> None:

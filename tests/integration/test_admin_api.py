@@ -8,7 +8,9 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+from yarl import URL
 
+from cloudai.master.admin_api import openapi_document
 from cloudai.proto import pb, rpc
 from tests.harness import Process, start_master
 
@@ -99,3 +101,102 @@ async def test_clear_errors(http: aiohttp.ClientSession) -> None:
         assert r.status == 404
     async with http.get("/api/nothing-here") as r:
         assert r.status == 404 and "error" in await r.json()
+
+
+async def _error(r: aiohttp.ClientResponse) -> str:
+    assert r.content_type == "application/json"
+    body = await r.json()
+    assert list(body) == ["error"] and "\n" not in body["error"]
+    return str(body["error"])
+
+
+async def test_bodies_are_checked_by_the_models(http: aiohttp.ClientSession) -> None:
+    async with http.post(
+        "/api/workers", json={"worker_id": "w1", "adress": "127.0.0.1:9"}, headers=AUTH
+    ) as r:
+        assert r.status == 400
+        assert await _error(r) == "unknown field 'adress' (known: worker_id, address)"
+    async with http.post(
+        "/api/tasks", json={"worker_id": "w1", "command": "x", "req_cpu": "2"}, headers=AUTH
+    ) as r:
+        assert r.status == 400 and await _error(r) == "req_cpu: input should be a valid number"
+    async with http.post("/api/workers", json=["w1"], headers=AUTH) as r:
+        assert r.status == 400 and await _error(r) == "the body must be a JSON object"
+    async with http.post(
+        "/api/workers", json={"worker_id": "w1", "address": "no-port"}, headers=AUTH
+    ) as r:
+        assert r.status == 400 and (await _error(r)).startswith("address 'no-port' is not")
+    # curl -d sends application/x-www-form-urlencoded: the body is read as JSON anyway.
+    async with http.post(
+        "/api/workers",
+        data=b'{"worker_id": "w1"}',
+        headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+    ) as r:
+        assert r.status == 201
+
+
+async def test_the_task_query_is_checked(http: aiohttp.ClientSession) -> None:
+    async with http.get("/api/tasks", params={"status": "bogus"}) as r:
+        assert r.status == 400
+        assert await _error(r) == (
+            "status must be one of 'queued', 'assigned', 'running', 'success', 'failure', "
+            "'cancelled' or 'rejected', got 'bogus'"
+        )
+    async with http.get("/api/tasks", params={"worker_id": "no/such id"}) as r:
+        assert r.status == 400 and "has invalid characters" in await _error(r)
+    async with http.get("/api/tasks", params={"status": "running", "worker_id": "w1"}) as r:
+        assert r.status == 200 and await r.json() == []
+
+
+async def test_routing_errors_are_json(http: aiohttp.ClientSession) -> None:
+    async with http.get("/api/nothing-here") as r:
+        assert r.status == 404
+        assert await _error(r) == "no such endpoint: GET /api/nothing-here"
+    async with http.get(URL("/api/a%0Ab", encoded=True)) as r:  # still one line
+        assert r.status == 404 and await _error(r) == "no such endpoint: GET /api/a%0Ab"
+    async with http.patch("/api/workers", json={}) as r:  # no token: 405 comes first
+        assert r.status == 405 and r.headers["Allow"] == "GET, POST"
+        assert await _error(r) == (
+            "method PATCH is not allowed on /api/workers (allowed: GET, POST)"
+        )
+    async with http.put("/api/tasks/t1", headers=AUTH) as r:
+        assert r.status == 405 and r.headers["Allow"] == "GET"
+    async with http.delete("/api/status", headers=AUTH) as r:
+        assert r.status == 405 and r.headers["Allow"] == "GET"
+        await _error(r)
+
+
+async def test_bodies_over_the_limit_are_refused(http: aiohttp.ClientSession) -> None:
+    big = b'{"worker_id": "w1", "command": "' + b"x" * (1024 * 1024) + b'"}'
+    async with http.post("/api/tasks", data=big, headers=AUTH) as r:
+        assert r.status == 413
+        assert await _error(r) == "the body is larger than the limit of 1 MiB"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for _ in range(5):
+            yield b" " * (300 * 1024)
+
+    async with http.post("/api/workers", data=chunks(), headers=AUTH) as r:
+        assert r.status == 413 and "1 MiB" in await _error(r)
+
+
+async def test_answers_keep_their_shapes(http: aiohttp.ClientSession) -> None:
+    async with http.post("/api/workers", json={"worker_id": "w1"}, headers=AUTH) as r:
+        assert r.status == 201
+        worker = await r.json()
+    assert list(worker) == [
+        "worker_id", "address", "registered", "total_cpu", "total_memory", "total_storage",
+        "total_gpu", "is_active", "cpu_usage", "memory_usage", "storage_usage", "gpu_usage",
+        "running_tasks", "last_update",
+    ]  # fmt: skip
+    async with http.get("/api/status") as r:
+        summary = await r.json()
+    assert set(summary) == {
+        "workers", "workers_reporting", "active_workers", "tasks_running", "tasks_queued",
+        "tasks_finished", "tasks_by_status", "heartbeats", "heartbeats_per_second",
+        "websocket_clients", "fanout_tick_ms",
+    }  # fmt: skip
+    async with http.get("/api/openapi.json") as r:
+        assert r.content_type == "application/json"
+        doc = await r.json()
+    assert doc == openapi_document()

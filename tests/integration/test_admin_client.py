@@ -90,7 +90,7 @@ def test_operator_flow(
     code, out, err = cloudai(capsys, "submit", "w1", "--cmd", "echo hi", "--cpu", "1", *url)
     assert code == 0, err
     task_id = re.search(r"task (task-\w+) submitted to w1", out).group(1)
-    wait_until(lambda: api.task(task_id)["status"] == "success", 15, "task success")
+    wait_until(lambda: api.task(task_id).status == "success", 15, "task success")
     code, out, _ = cloudai(capsys, "tasks", *url)
     assert re.search(rf"{task_id}\s*│\s*w1\s*│\s*\$ echo hi\s*│\s*success", out), out
     code, out, err = cloudai(capsys, "logs", task_id, *url)
@@ -99,12 +99,18 @@ def test_operator_flow(
 
     code, out, _ = cloudai(capsys, "submit", "w1", "--cmd", "sleep 60", "--id", "long-1", *url)
     assert code == 0 and "task long-1 submitted" in out
-    wait_until(lambda: api.task("long-1")["status"] == "running", 15, "long-1 running")
+    wait_until(lambda: api.task("long-1").status == "running", 15, "long-1 running")
     code, out, _ = cloudai(capsys, "tasks", "--status", "running", "--json", *url)
     assert [t["task_id"] for t in json.loads(out)] == ["long-1"]
+    code, out, _ = cloudai(capsys, "tasks", "--status", "running", "--plain", *url)
+    header, row = out.splitlines()
+    assert header.startswith("task_id\tworker_id\tstatus\t")
+    assert row.startswith("long-1\tw1\trunning\t-\t")
+    code, out, _ = cloudai(capsys, "workers", "--plain", *url)
+    assert out.splitlines()[1].startswith(f"w1\t{address}\tactive\t")
     code, out, _ = cloudai(capsys, "cancel", "long-1", *url)
     assert code == 0 and "task long-1: cancelling" in out
-    wait_until(lambda: api.task("long-1")["status"] == "cancelled", 15, "long-1 cancelled")
+    wait_until(lambda: api.task("long-1").status == "cancelled", 15, "long-1 cancelled")
     code, out, _ = cloudai(capsys, "cancel", "long-1", *url)
     assert code == 1 and out == ""
     code, _, err = cloudai(capsys, "tasks", "--worker", "w1", "--status", "cancelled", *url)

@@ -1,226 +1,141 @@
-"""OpenAPI 3.1 description of the master's HTTP API, served at /api/openapi.json."""
+"""The OpenAPI 3.1 document of the master's HTTP API, generated, never written by hand.
+
+``admin_api`` describes each operation once (method, path, parameters, request model,
+every status code it can answer with its response model) as an ``Operation``; the same
+list registers the routes and, through ``build_document``, produces the document served
+at ``GET /api/openapi.json``. Schemas come from the pydantic models of
+``cloudai.api.models`` (requests in validation mode, responses in serialization mode),
+their definitions merged under ``components/schemas``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+SECURITY_SCHEME = "adminToken"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One status code of an operation: its description and body type (None: no body)."""
+
+    description: str
+    body: Any = None  # a model class or a type such as list[Worker]
+    headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
 
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    location: Literal["path", "query"]
+    type: Any  # a type TypeAdapter understands: str, an Annotated id, an enum
+    description: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.location == "path"
 
 
-_ERRORS = {
-    "400": _json(_ref("Error"), "Invalid input"),
-    "401": _json(_ref("Error"), "Admin token missing or wrong"),
-    "403": _json(_ref("Error"), "Mutating call from a non-loopback address without a token"),
-    "404": _json(_ref("Error"), "Not found"),
-}
-_WORKER_ID = {"name": "worker_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_NUMBER = {"type": "number", "minimum": 0}
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    replies: Mapping[int, Reply]
+    handler: Handler | None = None  # None: served by another module, documented here
+    body: type[BaseModel] | None = None
+    params: Sequence[Param] = ()
+    secured: bool = False  # needs the admin token (or loopback when none is set)
+    description: str = ""
 
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "CloudAI master API",
-        "version": "1",
-        "description": "Admin API of a CloudAI master. Mutating calls need "
-        "`Authorization: Bearer <CLOUDAI_ADMIN_TOKEN>`, or come from loopback when no "
-        "token is configured. Live telemetry: WebSocket /ws/telemetry[/{worker_id}].",
-    },
-    "components": {
-        "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {"error": {"type": "string"}},
-            },
-            "Health": {
-                "type": "object",
-                "required": ["status", "time", "active_clients", "workers", "active_workers"],
-                "properties": {
-                    "status": {"type": "string"},
-                    "time": {"type": "integer"},
-                    "active_clients": {"type": "integer"},
-                    "workers": {"type": "integer"},
-                    "active_workers": {"type": "integer"},
+
+def build_document(
+    operations: Sequence[Operation], title: str, version: str, description: str
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``operations``."""
+    keys: list[tuple[tuple[str, ...], JsonSchemaMode, TypeAdapter[Any]]] = []
+    for op in operations:
+        where = (op.method, op.path)
+        if op.body is not None:
+            keys.append(((*where, "body"), "validation", TypeAdapter(op.body)))
+        for param in op.params:
+            keys.append(((*where, "param", param.name), "validation", TypeAdapter(param.type)))
+        for status, reply in op.replies.items():
+            if reply.body is not None:
+                adapter = TypeAdapter(reply.body)
+                keys.append(((*where, "reply", str(status)), "serialization", adapter))
+    schema_of, definitions = TypeAdapter.json_schemas(keys, ref_template=REF_TEMPLATE)
+
+    def schema(*key: str, mode: JsonSchemaMode) -> dict[str, Any]:
+        return dict(schema_of[(key, mode)])
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        where = (op.method, op.path)
+        entry: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
+        if op.description:
+            entry["description"] = op.description
+        entry["security"] = [{SECURITY_SCHEME: []}] if op.secured else []
+        if op.params:
+            entry["parameters"] = [
+                _parameter(param, schema(*where, "param", param.name, mode="validation"))
+                for param in op.params
+            ]
+        if op.body is not None:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": schema(*where, "body", mode="validation")}
                 },
-            },
-            "Worker": {
-                "type": "object",
-                "properties": {
-                    "worker_id": {"type": "string"},
-                    "address": {"type": "string"},
-                    "registered": {"type": "boolean"},
-                    "total_cpu": {"type": "number"},
-                    "total_memory": {"type": "number"},
-                    "total_storage": {"type": "number"},
-                    "total_gpu": {"type": "number"},
-                    "is_active": {"type": "boolean"},
-                    "cpu_usage": {"type": "number"},
-                    "memory_usage": {"type": "number"},
-                    "storage_usage": {"type": "number"},
-                    "gpu_usage": {"type": "number"},
-                    "running_tasks": {"type": "array", "items": {"type": "object"}},
-                    "last_update": {"type": ["number", "null"]},
-                },
-            },
-            "WorkerRegistration": {
-                "type": "object",
-                "required": ["worker_id"],
-                "properties": {
-                    "worker_id": {"type": "string", "maxLength": 128},
-                    "address": {"type": "string", "description": "ip:port of the worker"},
-                },
-            },
-            "TaskSubmission": {
-                "type": "object",
-                "required": ["worker_id"],
-                "properties": {
-                    "worker_id": {"type": "string"},
-                    "task_id": {"type": "string", "description": "generated when absent"},
-                    "docker_image": {"type": "string"},
-                    "command": {"type": "string"},
-                    "req_cpu": _NUMBER,
-                    "req_memory": _NUMBER,
-                    "req_storage": _NUMBER,
-                    "req_gpu": _NUMBER,
-                },
-            },
-            "Task": {
-                "type": "object",
-                "properties": {
-                    "task_id": {"type": "string"},
-                    "worker_id": {"type": "string"},
-                    "docker_image": {"type": "string"},
-                    "command": {"type": "string"},
-                    "req_cpu": {"type": "number"},
-                    "req_memory": {"type": "number"},
-                    "req_storage": {"type": "number"},
-                    "req_gpu": {"type": "number"},
-                    "status": {
-                        "type": "string",
-                        "enum": [
-                            "queued",
-                            "assigned",
-                            "running",
-                            "success",
-                            "failure",
-                            "cancelled",
-                            "rejected",
-                        ],
-                    },
-                    "message": {"type": "string"},
-                    "submitted_at": {"type": "number"},
-                    "started_at": {"type": ["number", "null"]},
-                    "finished_at": {"type": ["number", "null"]},
-                    "exit_code": {"type": ["integer", "null"]},
-                    "result_location": {"type": "string"},
-                    "logs": {"type": "string"},
-                    "logs_truncated": {"type": "boolean"},
-                },
-            },
-            "Status": {"type": "object"},
-            "Logs": {
-                "type": "object",
-                "properties": {
-                    "task_id": {"type": "string"},
-                    "status": {"type": "string"},
-                    "exit_code": {"type": ["integer", "null"]},
-                    "logs": {"type": "string"},
-                    "logs_truncated": {"type": "boolean"},
-                },
+            }
+        responses: dict[str, Any] = {}
+        for status, reply in sorted(op.replies.items()):
+            response: dict[str, Any] = {"description": reply.description}
+            if reply.headers:
+                response["headers"] = {
+                    name: {"description": text, "schema": {"type": "string"}}
+                    for name, text in reply.headers.items()
+                }
+            if reply.body is not None:
+                body = schema(*where, "reply", str(status), mode="serialization")
+                response["content"] = {"application/json": {"schema": body}}
+            responses[str(status)] = response
+        entry["responses"] = responses
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(definitions.get("$defs", {}).items())),
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the master's CLOUDAI_ADMIN_TOKEN; without one configured, "
+                    "mutating calls are accepted from loopback only",
+                }
             },
         },
-    },
-    "paths": {
-        "/health": {"get": {"summary": "Health", "responses": {"200": _json(_ref("Health"))}}},
-        "/api/status": {
-            "get": {"summary": "Cluster summary", "responses": {"200": _json(_ref("Status"))}}
-        },
-        "/api/workers": {
-            "get": {
-                "summary": "List workers",
-                "responses": {"200": _json({"type": "array", "items": _ref("Worker")})},
-            },
-            "post": {
-                "summary": "Register (authorise) a worker; the master then calls its "
-                "MasterRegister",
-                "security": [{"adminToken": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("WorkerRegistration")}},
-                },
-                "responses": {"201": _json(_ref("Worker"), "Registered"), **_ERRORS},
-            },
-        },
-        "/api/workers/{worker_id}": {
-            "parameters": [_WORKER_ID],
-            "get": {
-                "summary": "One worker",
-                "responses": {"200": _json(_ref("Worker")), "404": _ERRORS["404"]},
-            },
-            "delete": {
-                "summary": "Unregister a worker",
-                "security": [{"adminToken": []}],
-                "responses": {"204": {"description": "Unregistered"}, **_ERRORS},
-            },
-        },
-        "/api/tasks": {
-            "get": {
-                "summary": "List tasks",
-                "parameters": [
-                    {"name": "status", "in": "query", "schema": {"type": "string"}},
-                    {"name": "worker_id", "in": "query", "schema": {"type": "string"}},
-                ],
-                "responses": {"200": _json({"type": "array", "items": _ref("Task")})},
-            },
-            "post": {
-                "summary": "Submit a task to a worker",
-                "security": [{"adminToken": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("TaskSubmission")}},
-                },
-                "responses": {
-                    "201": _json(_ref("Task"), "Assigned"),
-                    "409": _json(_ref("Error"), "Duplicate task id"),
-                    "422": _json(_ref("Task"), "Refused by the worker"),
-                    "503": _json(_ref("Error"), "Worker not reachable or not registered"),
-                    **_ERRORS,
-                },
-            },
-        },
-        "/api/tasks/{task_id}": {
-            "parameters": [_TASK_ID],
-            "get": {
-                "summary": "One task with its logs",
-                "responses": {"200": _json(_ref("Task")), "404": _ERRORS["404"]},
-            },
-        },
-        "/api/tasks/{task_id}/cancel": {
-            "parameters": [_TASK_ID],
-            "post": {
-                "summary": "Cancel a running task",
-                "security": [{"adminToken": []}],
-                "responses": {
-                    "202": _json(_ref("Task"), "Cancellation requested"),
-                    "409": _json(_ref("Error"), "Already finished"),
-                    **_ERRORS,
-                },
-            },
-        },
-        "/api/tasks/{task_id}/logs": {
-            "parameters": [_TASK_ID],
-            "get": {
-                "summary": "A task's logs (stdout+stderr, last 1 MiB)",
-                "responses": {"200": _json(_ref("Logs")), "404": _ERRORS["404"]},
-            },
-        },
-    },
-}
+    }
+
+
+def _parameter(param: Param, schema: dict[str, Any]) -> dict[str, Any]:
+    description = param.description or schema.pop("description", "")
+    schema.pop("title", None)
+    out: dict[str, Any] = {"name": param.name, "in": param.location, "required": param.required}
+    if description:
+        out["description"] = description
+    out["schema"] = schema
+    return out
