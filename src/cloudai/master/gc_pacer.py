@@ -109,7 +109,7 @@ class GcPacer:
         full_interval: float = 300.0,
         refresh_interval: float = 3600.0,
         *,
-        collector: Collector = gc,  # type: ignore[assignment]
+        collector: Collector = gc,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not young_interval > 0:

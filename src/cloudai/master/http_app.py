@@ -72,7 +72,9 @@ async def telemetry_stream(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     remote = request.remote or "?"
-    client = hub.connect(ws, worker_id, remote)
+    # The request's transport is the one the WebSocket writes to: the hub writes frames
+    # to it directly for a client that keeps up (uncompressed connections only).
+    client = hub.connect(ws, worker_id, remote, transport=request.transport)
     log.debug("websocket client %s connected (worker=%s)", remote, worker_id or "*")
     try:
         # Clients have nothing to say; reading keeps pings/pongs and close frames flowing.

@@ -8,14 +8,19 @@ snapshot encodes what it needs on demand. Each client has a bounded, per-worker
 coalescing ClientBuffer and its own writer task, so a slow client never blocks the
 manager, the RPC path or other clients.
 
-Fast path: a client that keeps up (nothing buffered, its writer idle, its socket not
-paused by flow control) gets the tick's frame written straight to its transport, the
-WebSocket frame header included, built once per tick for all such clients. That skips a
-task wake-up and aiohttp's per-send framing (about half the master's CPU per delivery).
-Any other client goes through its buffer and writer task as before, so order,
-coalescing and back-pressure are unchanged. Compressed connections always take the
-writer path. A tick reaches at most DELIVERY_CHUNK clients per event-loop iteration, so a
-thousand clients never stall gRPC for a whole tick's worth of socket writes.
+Fast path: a client that keeps up (nothing in its buffer, its writer idle, nothing
+waiting in its transport's write buffer, the transport not closing) gets the tick's
+frame written straight to its transport, the WebSocket frame header included, built once
+per tick for all such clients. That skips a task wake-up and aiohttp's per-send framing
+(about half the master's CPU per delivery). Any other client goes through its buffer and
+writer task as before, so order, coalescing and back-pressure are unchanged. Compressed
+connections always take the writer path. The transport is the request's
+(``web.BaseRequest.transport``, the one the WebSocket writes to), passed to ``connect``;
+the hub uses only asyncio's public transport API on it (``write``, ``is_closing``,
+``get_write_buffer_size``): a transport paused by flow control always holds buffered
+bytes, so an empty write buffer also means "not paused". A tick reaches at most
+DELIVERY_CHUNK clients per event-loop iteration, so a thousand clients never stall gRPC
+for a whole tick's worth of socket writes.
 
 The tick grows with the number of clients (``tick_interval``): every tick is one socket
 write per client, so with many clients the tick lengthens to keep the writes under
@@ -32,7 +37,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from aiohttp.base_protocol import BaseProtocol
 
 from cloudai.master.client_buffer import ClientBuffer
 from cloudai.telemetry.encoding import EMPTY_FRAME, encode_fragment, join_fragments
@@ -51,9 +55,9 @@ class HubClient:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.Task[None] | None = None
     frames_sent: int = 0
+    direct_sends: int = 0  # frames the fast path wrote (included in frames_sent)
     sending: bool = False  # the writer task is inside a send (possibly waiting to drain)
-    transport: asyncio.Transport | None = None  # set when direct writes are possible
-    protocol: BaseProtocol | None = None
+    transport: asyncio.WriteTransport | None = None  # set when direct writes are possible
 
 
 @dataclass(slots=True)
@@ -97,16 +101,14 @@ def ws_text_header(length: int) -> bytes:
     return bytes((0x81, 127)) + length.to_bytes(8, "big")
 
 
-def _direct_channel(ws: web.WebSocketResponse) -> tuple[asyncio.Transport, BaseProtocol] | None:
-    """The transport and protocol under an uncompressed WebSocket, if aiohttp exposes them."""
-    if ws.compress:
+def _direct_transport(
+    ws: web.WebSocketResponse, transport: asyncio.WriteTransport | None
+) -> asyncio.WriteTransport | None:
+    """``transport`` if the hub may write frames to it itself: uncompressed WebSockets only
+    (a compressed one keeps per-connection deflate state that only aiohttp may advance)."""
+    if transport is None or ws.compress:
         return None
-    writer = getattr(ws, "_writer", None)
-    transport = getattr(writer, "transport", None)
-    protocol = getattr(writer, "protocol", None)
-    if transport is None or not isinstance(protocol, BaseProtocol):
-        return None
-    return transport, protocol
+    return transport
 
 
 class TelemetryHub:
@@ -202,7 +204,7 @@ class TelemetryHub:
                     transport is not None
                     and not client.sending
                     and client.buffer.is_empty
-                    and not client.protocol._paused  # type: ignore[union-attr]
+                    and not transport.get_write_buffer_size()  # empty: not paused either
                     and not transport.is_closing()
                     and not client.ws.closed
                 ):
@@ -210,6 +212,7 @@ class TelemetryHub:
                         job.wire = ws_text_header(len(frame)) + frame
                     transport.write(job.wire)
                     client.frames_sent += 1
+                    client.direct_sends += 1
                     direct += 1
                 elif client.buffer.offer(frame, job.fragments):
                     client.wakeup.set()
@@ -242,12 +245,22 @@ class TelemetryHub:
             self._encoded[worker_id] = (state, fragment)
         return fragment
 
-    def connect(self, ws: web.WebSocketResponse, worker_id: str | None, remote: str) -> HubClient:
-        """Add a client: its snapshot goes first, then every update."""
+    def connect(
+        self,
+        ws: web.WebSocketResponse,
+        worker_id: str | None,
+        remote: str,
+        *,
+        transport: asyncio.WriteTransport | None = None,
+    ) -> HubClient:
+        """Add a client: its snapshot goes first, then every update.
+
+        ``transport`` is the connection's transport (``request.transport`` once ``ws`` is
+        prepared): with it, an uncompressed client that keeps up gets the fast path;
+        without it, every frame goes through the client's writer task.
+        """
         client = HubClient(ws=ws, worker_id=worker_id, remote=remote)
-        channel = _direct_channel(ws)
-        if channel is not None:
-            client.transport, client.protocol = channel
+        client.transport = _direct_transport(ws, transport)
         fragments = self.snapshot(worker_id)
         frame = join_fragments(fragments.values()) if fragments else EMPTY_FRAME
         client.buffer.offer(frame, fragments)

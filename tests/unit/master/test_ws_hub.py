@@ -1,5 +1,7 @@
 """TelemetryHub fan-out: one frame per tick, direct writes for clients that keep up,
-the buffered writer path (coalescing, order) for the others. Fake sockets, no server."""
+the buffered writer path (coalescing, order) for the others. Fake sockets, no server:
+the fakes implement only the public API the hub uses (asyncio's transport methods,
+WebSocketResponse's ``compress``, ``closed`` and ``send_frame``)."""
 
 from __future__ import annotations
 
@@ -7,33 +9,44 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import WSMsgType
-from aiohttp.base_protocol import BaseProtocol
 
-from cloudai.bench.wsframes import FrameParser
-from cloudai.master.ws_hub import TelemetryHub, tick_interval, ws_text_header
+from cloudai.master.ws_hub import HubClient, TelemetryHub, tick_interval, ws_text_header
 from cloudai.telemetry.manager import TelemetryEvent
 from cloudai.telemetry.model import WorkerTelemetry
 
 
+def unframe(data: bytes) -> bytes:
+    """The payload of ``data``: exactly one unmasked, final text frame (RFC 6455)."""
+    assert data[0] == 0x81 and not data[1] & 0x80
+    length, start = data[1], 2
+    if length == 126:
+        length, start = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:
+        length, start = int.from_bytes(data[2:10], "big"), 10
+    assert len(data) == start + length
+    return data[start:]
+
+
 class FakeTransport:
+    """An asyncio write transport, as far as the hub uses one."""
+
     def __init__(self, log: list[bytes]) -> None:
         self.chunks: list[bytes] = []  # what the hub wrote directly
         self.log = log  # every frame payload received, in order
         self.closing = False
+        self.buffered = 0  # bytes the transport could not send yet
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self.chunks.append(bytes(data))
-        self.log += [payload for _opcode, payload in FrameParser().feed(bytes(data))]
+        self.log.append(unframe(bytes(data)))  # one frame per write
 
     def is_closing(self) -> bool:
         return self.closing
 
-
-class FakeWriter:
-    def __init__(self, transport: FakeTransport, protocol: BaseProtocol) -> None:
-        self.transport = transport
-        self.protocol = protocol
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
 
 class FakeWebSocket:
@@ -42,8 +55,6 @@ class FakeWebSocket:
     def __init__(self, compress: int = 0) -> None:
         self.log: list[bytes] = []
         self.transport = FakeTransport(self.log)
-        self.protocol = BaseProtocol(asyncio.get_running_loop())
-        self._writer = FakeWriter(self.transport, self.protocol)
         self.compress = compress
         self.closed = False
         self.sent: list[bytes] = []  # frames sent through send_frame (the writer path)
@@ -61,6 +72,13 @@ class FakeWebSocket:
         return [orjson.loads(m) for m in self.log]
 
 
+def join(
+    hub: TelemetryHub, ws: FakeWebSocket, remote: str, worker_id: str | None = None
+) -> HubClient:
+    """Connect ``ws`` as http_app does: with the connection's transport."""
+    return hub.connect(ws, worker_id, remote, transport=ws.transport)  # type: ignore[arg-type]
+
+
 def state(worker_id: str, cpu: float) -> WorkerTelemetry:
     return WorkerTelemetry(worker_id, cpu_usage=cpu, is_active=True)
 
@@ -76,6 +94,12 @@ def test_ws_text_header_lengths() -> None:
     assert ws_text_header(70_000) == b"\x81\x7f" + (70_000).to_bytes(8, "big")
 
 
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65_535, 65_536, 70_000])
+def test_ws_text_header_frames_round_trip(length: int) -> None:
+    payload = b"x" * length
+    assert unframe(ws_text_header(length) + payload) == payload
+
+
 def test_the_tick_grows_with_the_clients_to_stay_under_the_frame_rate() -> None:
     assert tick_interval(0.005, 1, 25_000) == 0.005
     assert tick_interval(0.005, 100, 25_000) == 0.005  # 100 / 25,000 = 4 ms < 5 ms
@@ -85,7 +109,7 @@ def test_the_tick_grows_with_the_clients_to_stay_under_the_frame_rate() -> None:
 
 async def test_a_tick_with_many_clients_is_longer() -> None:
     hub = TelemetryHub(batch_interval=0.001, max_frame_rate=100.0)
-    clients = [hub.connect(FakeWebSocket(), None, f"c{i}") for i in range(5)]  # type: ignore[arg-type]
+    clients = [join(hub, FakeWebSocket(), f"c{i}") for i in range(5)]
     await settle(hub)
     loop = asyncio.get_running_loop()
     began = loop.time()
@@ -102,7 +126,7 @@ async def test_a_tick_with_many_clients_is_longer() -> None:
 async def test_clients_that_keep_up_get_one_direct_write_per_tick() -> None:
     hub = TelemetryHub(batch_interval=0.0)
     sockets = [FakeWebSocket() for _ in range(3)]
-    clients = [hub.connect(ws, None, f"c{i}") for i, ws in enumerate(sockets)]  # type: ignore[arg-type]
+    clients = [join(hub, ws, f"c{i}") for i, ws in enumerate(sockets)]
     await settle(hub)
     assert all(ws.sent == [b"{}"] for ws in sockets)  # the snapshot goes through the writer
     hub.on_telemetry(state("w1", 1.0), TelemetryEvent.UPDATE)
@@ -119,17 +143,17 @@ async def test_clients_that_keep_up_get_one_direct_write_per_tick() -> None:
 async def test_a_blocked_client_is_buffered_and_coalesced_others_unaffected() -> None:
     hub = TelemetryHub(batch_interval=0.0)
     fast, slow = FakeWebSocket(), FakeWebSocket()
-    c_fast = hub.connect(fast, None, "fast")  # type: ignore[arg-type]
-    c_slow = hub.connect(slow, None, "slow")  # type: ignore[arg-type]
+    c_fast = join(hub, fast, "fast")
+    c_slow = join(hub, slow, "slow")
     await settle(hub)
     slow.gate = asyncio.Event()  # its next send blocks (socket full)
-    slow.protocol._paused = True  # and the transport reports flow control
+    slow.transport.buffered = 70_000  # and its transport holds what the kernel refused
     for cpu in range(1, 6):
         hub.on_telemetry(state("w1", float(cpu)), TelemetryEvent.UPDATE)
         await settle(hub)
     assert [m["w1"]["cpu_usage"] for m in fast.messages()[1:]] == [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert slow.transport.chunks == []  # never written directly while paused
-    slow.protocol._paused = False
+    assert slow.transport.chunks == []  # never written directly while behind
+    slow.transport.buffered = 0
     slow.gate.set()
     await settle(hub)
     got = [m["w1"]["cpu_usage"] for m in slow.messages()[1:]]
@@ -143,26 +167,40 @@ async def test_a_blocked_client_is_buffered_and_coalesced_others_unaffected() ->
     await hub.disconnect(c_slow)
 
 
-async def test_compressed_and_closing_clients_take_the_writer_path() -> None:
+async def test_compressed_closing_and_closed_clients_take_the_writer_path() -> None:
     hub = TelemetryHub(batch_interval=0.0)
-    compressed, closing = FakeWebSocket(compress=15), FakeWebSocket()
-    a = hub.connect(compressed, None, "z")  # type: ignore[arg-type]
-    b = hub.connect(closing, None, "x")  # type: ignore[arg-type]
+    compressed, closing, closed = FakeWebSocket(compress=15), FakeWebSocket(), FakeWebSocket()
+    clients = [join(hub, compressed, "z"), join(hub, closing, "x"), join(hub, closed, "c")]
     await settle(hub)
     closing.transport.closing = True
+    closed.closed = True  # the close frame went out: nothing may follow it directly
     hub.on_telemetry(state("w1", 1.0), TelemetryEvent.UPDATE)
     await settle(hub)
     assert compressed.transport.chunks == [] and len(compressed.sent) == 2
-    assert closing.transport.chunks == []
+    assert closing.transport.chunks == [] and closed.transport.chunks == []
     assert hub.stats.direct_sends == 0
-    await hub.disconnect(a)
-    await hub.disconnect(b)
+    for client in clients:
+        await hub.disconnect(client)
+
+
+async def test_without_a_transport_every_frame_goes_through_the_writer() -> None:
+    hub = TelemetryHub(batch_interval=0.0)
+    ws = FakeWebSocket()
+    client = hub.connect(ws, None, "plain")  # type: ignore[arg-type]
+    await settle(hub)
+    for cpu in (1.0, 2.0):
+        hub.on_telemetry(state("w1", cpu), TelemetryEvent.UPDATE)
+        await settle(hub)
+    assert [m.get("w1", {}).get("cpu_usage") for m in ws.messages()] == [None, 1.0, 2.0]
+    assert ws.transport.chunks == [] and hub.stats.direct_sends == 0
+    assert hub.stats.frames_sent == 3 and client.frames_sent == 3
+    await hub.disconnect(client)
 
 
 async def test_per_worker_clients_get_only_their_worker() -> None:
     hub = TelemetryHub(batch_interval=0.0)
     ws = FakeWebSocket()
-    client = hub.connect(ws, "w2", "one")  # type: ignore[arg-type]
+    client = join(hub, ws, "one", "w2")
     await settle(hub)
     hub.on_telemetry(state("w1", 1.0), TelemetryEvent.UPDATE)
     hub.on_telemetry(state("w2", 2.0), TelemetryEvent.UPDATE)
@@ -193,7 +231,7 @@ async def test_many_clients_are_served_in_chunks_and_in_order(monkeypatch) -> No
     monkeypatch.setattr(ws_hub, "DELIVERY_CHUNK", 4)
     hub = TelemetryHub(batch_interval=0.0)
     sockets = [FakeWebSocket() for _ in range(10)]
-    clients = [hub.connect(ws, None, f"c{i}") for i, ws in enumerate(sockets)]  # type: ignore[arg-type]
+    clients = [join(hub, ws, f"c{i}") for i, ws in enumerate(sockets)]
     await settle(hub)
     hub.on_telemetry(state("w1", 1.0), TelemetryEvent.UPDATE)
     hub.flush()  # the first 4 clients at once, the others on later loop iterations
