@@ -8,18 +8,46 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from tests.harness import async_wait_until
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_user_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A developer's own config file and CLOUDAI_* variables must not steer the tests
+    (nor the processes they start, which inherit this environment)."""
+    saved = {
+        k: v for k, v in os.environ.items() if k.startswith("CLOUDAI_") or k == "XDG_CONFIG_HOME"
+    }
+    keep = {"CLOUDAI_TEST_PG_URL"}
+    for name in saved:
+        if name not in keep:
+            del os.environ[name]
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    try:
+        yield
+    finally:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Awaitable[Any]]:
+    """Wait until ``predicate()`` is truthy (polling a condition, with a timeout)."""
+    return async_wait_until
 
 
 PG_ADMIN_URL = os.environ.get(

@@ -1,10 +1,12 @@
 """Remote admin commands: `cloudai workers|status|register|unregister|submit|tasks|cancel|logs`.
 
 They call the master's admin JSON API (see ``master/admin_api.py`` and
-``/api/openapi.json``), so an operator can run the cluster from another machine.
-Common options: ``--url`` (env ``CLOUDAI_URL``, default http://127.0.0.1:8080),
-``--token`` (env ``CLOUDAI_ADMIN_TOKEN``, sent as ``Authorization: Bearer``) and
-``--json`` (print the API's JSON instead of a table).
+``/api/openapi.json``) through ``ApiClient``, which returns the API's models, so an
+operator can run the cluster from another machine. Common options: ``--url`` (env
+``CLOUDAI_URL``, default http://127.0.0.1:8080), ``--token`` (env
+``CLOUDAI_ADMIN_TOKEN``, sent as ``Authorization: Bearer``) and ``--json`` (print the
+API's JSON instead of a table); the listing commands also take ``--plain``
+(tab-separated rows under a header line, for scripts).
 
 Exit status: 0 done; 1 the master refused the call (its message is printed);
 2 bad usage; 3 the master could not be reached.
@@ -14,20 +16,28 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import orjson
+from pydantic import BaseModel
 from rich.console import Console, RenderableType
 
 from cloudai import views
-from cloudai.cli.api_client import DEFAULT_URL, ApiClient, ApiError
+from cloudai.api.models import Task, TaskLogs, Worker
+from cloudai.cli.api_client import ApiClient, ApiError
+from cloudai.settings import DEFAULT_URL, ClientSettings
+from cloudai.task_status import TaskStatus
 
 EXIT_REFUSED = 1
+EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+UNBOUNDED_WIDTH = 100_000
+"""The width tables are drawn at when stdout is not a terminal: ids and columns whole."""
+
+T = TypeVar("T")
 
 
 def _amount(text: str) -> float:
@@ -40,32 +50,67 @@ def _amount(text: str) -> float:
     return value
 
 
-def _common() -> argparse.ArgumentParser:
+def _connection() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("master connection")
     group.add_argument(
         "--url", help=f"the master's HTTP address (env CLOUDAI_URL; default {DEFAULT_URL})"
     )
     group.add_argument("--token", help="admin token for mutating calls (env CLOUDAI_ADMIN_TOKEN)")
-    group.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
-    group.add_argument("--json", action="store_true", help="print the API's raw JSON")
+    group.add_argument(
+        "--timeout", type=float, help=f"seconds (default {ClientSettings.default('timeout'):g})"
+    )
     return common
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    common = _common()
+def _output(listing: bool) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("output").add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true", help="print the API's JSON")
+    if listing:
+        group.add_argument(
+            "--plain",
+            action="store_true",
+            help="tab-separated rows under a header line, for scripts",
+        )
+    return parent
 
-    def add(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
-        p = subparsers.add_parser(name, help=help_text, description=help_text, parents=[common])
-        p.set_defaults(func=func)
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    connection = _connection()
+    output, listing = _output(listing=False), _output(listing=True)
+
+    def add(
+        name: str,
+        help_text: str,
+        func: Callable[[argparse.Namespace], int],
+        lists: bool = False,
+        description: str = "",
+    ) -> argparse.ArgumentParser:
+        parents = [connection, listing if lists else output]
+        p = subparsers.add_parser(
+            name, help=help_text, description=description or help_text, parents=parents
+        )
+        p.set_defaults(func=func, plain=False)
         return p
 
-    p = add("workers", "list the master's workers (or one worker in detail)", run_workers)
+    p = add("workers", "list the master's workers, or show one", run_workers, True)
     p.add_argument("worker_id", nargs="?", metavar="WORKER_ID", help="show only this worker")
 
-    add("status", "cluster summary: workers, tasks, heartbeat ingest rate", run_status)
+    add(
+        "status",
+        "cluster summary: workers, tasks, ingest rate",
+        run_status,
+        description="cluster summary: workers, tasks, heartbeat ingest rate",
+    )
 
-    p = add("register", "authorise a worker; the master calls its MasterRegister", run_register)
+    p = add(
+        "register",
+        "authorise a worker on the master",
+        run_register,
+        description="authorise a worker; with its address, the master then calls its "
+        "MasterRegister",
+    )
     p.add_argument("worker_id", metavar="WORKER_ID")
     p.add_argument(
         "address",
@@ -88,8 +133,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu", type=_amount, default=0.0, metavar="N", help="GPUs")
     p.add_argument("--id", default="", metavar="TASK_ID", help="task id (default: generated)")
 
-    p = add("tasks", "list tasks", run_tasks)
-    p.add_argument("--status", choices=views.TASK_STATUSES, help="only tasks with this status")
+    p = add("tasks", "list tasks", run_tasks, True)
+    p.add_argument(
+        "--status", choices=[s.value for s in TaskStatus], help="only tasks with this status"
+    )
     p.add_argument("--worker", metavar="WORKER_ID", help="only tasks of this worker")
 
     p = add("cancel", "ask a task's worker to cancel it", run_cancel)
@@ -103,16 +150,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def client_from_args(args: argparse.Namespace) -> ApiClient:
-    token = args.token if args.token is not None else os.environ.get("CLOUDAI_ADMIN_TOKEN")
-    return ApiClient(args.url, token or None, timeout=args.timeout)
+    """Flags over ``CLOUDAI_URL``/``CLOUDAI_ADMIN_TOKEN``/``CLOUDAI_TIMEOUT`` over the config
+    file's ``[client]`` table over the defaults (see ``cloudai.settings``)."""
+    settings = ClientSettings.load(url=args.url, admin_token=args.token, timeout=args.timeout)
+    return ApiClient(settings.url, settings.admin_token or None, timeout=settings.timeout)
 
 
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True, markup=False)
+    """stdout: the terminal's width on a terminal; unbounded otherwise, so that a table
+    piped to a file or another program keeps every id and column whole."""
+    console = Console(highlight=False, soft_wrap=True, markup=False)
+    if not console.is_terminal:
+        console.width = UNBOUNDED_WIDTH
+    return console
+
+
+def to_json(result: Any) -> Any:
+    """What ``--json`` prints: the models as the API's JSON."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    if isinstance(result, list):
+        return [to_json(item) for item in result]
+    return result
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.write(orjson.dumps(to_json(data), option=orjson.OPT_INDENT_2).decode() + "\n")
     sys.stdout.flush()
 
 
@@ -124,10 +187,12 @@ def print_error(message: str) -> None:
 
 def _call(
     args: argparse.Namespace,
-    call: Callable[[ApiClient], Any],
-    show: Callable[[Any], RenderableType | str | None],
+    call: Callable[[ApiClient], T],
+    show: Callable[[T], RenderableType | str | None],
+    plain: Callable[[T], str] | None = None,
 ) -> int:
-    """Run one API call; print the result (``--json``: raw) or its error in one line."""
+    """Run one API call; print the result (a table, ``--json`` or ``--plain``) or its
+    error in one line."""
     try:
         result = call(client_from_args(args))
     except ApiError as exc:
@@ -137,10 +202,98 @@ def _call(
         if result is not None:
             print_json(result)
         return 0
+    if args.plain and plain is not None:
+        sys.stdout.write(plain(result))
+        sys.stdout.flush()
+        return 0
     shown = show(result)
     if shown is not None:
         _out().print(shown)
     return 0
+
+
+# -- plain rows -------------------------------------------------------------------------------
+
+WORKER_COLUMNS = (
+    "worker_id",
+    "address",
+    "state",
+    "cpu_usage",
+    "memory_usage",
+    "storage_usage",
+    "gpu_usage",
+    "total_cpu",
+    "total_memory",
+    "total_storage",
+    "total_gpu",
+    "running_tasks",
+    "last_update",
+)
+TASK_COLUMNS = (
+    "task_id",
+    "worker_id",
+    "status",
+    "exit_code",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "docker_image",
+    "command",
+    "message",
+)
+
+
+def plain_cell(value: object) -> str:
+    """One field of a ``--plain`` row: ``-`` for unknown (None); backslash, tab, newline
+    and carriage return escaped as ``\\\\``, ``\\t``, ``\\n`` and ``\\r``."""
+    if value is None:
+        return views.UNKNOWN
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def plain_rows(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A header line, then one tab-separated line per row."""
+    lines = ["\t".join(columns)]
+    lines += ["\t".join(plain_cell(value) for value in row) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def worker_row(worker: Worker) -> tuple[object, ...]:
+    known = worker.last_update is not None  # usage is unknown until a heartbeat
+    usage = [
+        getattr(worker, name) if known else None
+        for name in ("cpu_usage", "memory_usage", "storage_usage", "gpu_usage")
+    ]
+    state, _ = views.worker_state(worker.model_dump(mode="json"))
+    return (
+        worker.worker_id,
+        worker.address or None,
+        state,
+        *usage,
+        worker.total_cpu,
+        worker.total_memory,
+        worker.total_storage,
+        worker.total_gpu,
+        len(worker.running_tasks),
+        worker.last_update,
+    )
+
+
+def plain_workers(workers: list[Worker]) -> str:
+    rows = sorted(workers, key=lambda w: w.worker_id)
+    return plain_rows(WORKER_COLUMNS, (worker_row(w) for w in rows))
+
+
+def plain_tasks(tasks: list[Task]) -> str:
+    rows = sorted(tasks, key=lambda t: t.submitted_at)
+    return plain_rows(TASK_COLUMNS, ([getattr(t, c) for c in TASK_COLUMNS] for t in rows))
+
+
+def _dumps(models: Iterable[BaseModel]) -> list[dict[str, Any]]:
+    return [model.model_dump(mode="json") for model in models]
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -151,21 +304,29 @@ def run_workers(args: argparse.Namespace) -> int:
         return _call(
             args,
             lambda c: c.worker(args.worker_id),
-            lambda w: views.worker_detail(w, time.time()),
+            lambda w: views.worker_detail(w.model_dump(mode="json"), time.time()),
+            lambda w: plain_workers([w]),
         )
-    return _call(args, lambda c: c.workers(), lambda ws: views.workers_table(ws, time.time()))
+    return _call(
+        args,
+        lambda c: c.workers(),
+        lambda ws: views.workers_table(_dumps(ws), time.time()),
+        plain_workers,
+    )
 
 
 def run_status(args: argparse.Namespace) -> int:
-    return _call(args, lambda c: c.status(), views.status_panel)
+    return _call(
+        args, lambda c: c.status(), lambda s: views.status_panel(s.model_dump(mode="json"))
+    )
 
 
 def run_register(args: argparse.Namespace) -> int:
-    def show(worker: dict[str, Any]) -> str:
+    def show(worker: Worker) -> str:
         if not args.address:
-            return f"worker {args.worker_id} authorised; it registers itself"
+            return f"worker {worker.worker_id} authorised; it registers itself"
         return (
-            f"worker {args.worker_id} authorised at {args.address}; the master is calling "
+            f"worker {worker.worker_id} authorised at {args.address}; the master is calling "
             "its MasterRegister (see: cloudai workers)"
         )
 
@@ -183,11 +344,11 @@ def run_unregister(args: argparse.Namespace) -> int:
 def run_submit(args: argparse.Namespace) -> int:
     if not args.image and not args.cmd:
         print_error("give --image IMAGE or --cmd COMMAND (or both)")
-        return 2
+        return EXIT_USAGE
 
-    def show(task: dict[str, Any]) -> str:
-        message = f" ({task['message']})" if task.get("message") else ""
-        return f"task {task['task_id']} submitted to {task['worker_id']}: {task['status']}{message}"
+    def show(task: Task) -> str:
+        message = f" ({task.message})" if task.message else ""
+        return f"task {task.task_id} submitted to {task.worker_id}: {task.status}{message}"
 
     return _call(
         args,
@@ -209,13 +370,14 @@ def run_tasks(args: argparse.Namespace) -> int:
     return _call(
         args,
         lambda c: c.tasks(status=args.status, worker_id=args.worker),
-        lambda tasks: views.tasks_table(tasks, time.time()),
+        lambda tasks: views.tasks_table(_dumps(tasks), time.time()),
+        plain_tasks,
     )
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    def show(task: dict[str, Any]) -> str:
-        return f"task {task['task_id']}: {task.get('message') or 'cancellation requested'}"
+    def show(task: Task) -> str:
+        return f"task {task.task_id}: {task.message or 'cancellation requested'}"
 
     return _call(args, lambda c: c.cancel(args.task_id), show)
 
@@ -223,20 +385,19 @@ def run_cancel(args: argparse.Namespace) -> int:
 def run_logs(args: argparse.Namespace) -> int:
     """Logs go to stdout as they are (pipe-friendly); the status line goes to stderr."""
     try:
-        payload = client_from_args(args).logs(args.task_id)
+        payload: TaskLogs = client_from_args(args).logs(args.task_id)
     except ApiError as exc:
         print_error(exc.message)
         return EXIT_UNREACHABLE if exc.unreachable else EXIT_REFUSED
     if args.json:
         print_json(payload)
         return 0
-    exit_code = payload.get("exit_code")
-    status = f"task {payload.get('task_id')}: {payload.get('status')}"
-    if exit_code is not None:
-        status += f", exit code {exit_code}"
-    if payload.get("logs_truncated"):
+    status = f"task {payload.task_id}: {payload.status}"
+    if payload.exit_code is not None:
+        status += f", exit code {payload.exit_code}"
+    if payload.logs_truncated:
         status += " (logs truncated by the worker)"
-    logs = payload.get("logs") or ""
+    logs = payload.logs
     if not logs:
         status += " (no logs yet)"
     sys.stderr.write(status + "\n")

@@ -1,7 +1,9 @@
-"""`cloudai` command: dispatches to one module per subcommand group.
+"""`cloudai` command: dispatches to one module per subcommand group, imported lazily.
 
-Each module named in ``_COMMAND_MODULES`` exposes ``register(subparsers)``, which adds
-its subcommands and sets ``func(args) -> int`` on each of them.
+``COMMANDS`` names every command, the module that implements it and its one-line
+description. Only the chosen command's module is imported (each exposes
+``register(subparsers)``, which adds its subcommands with ``func(args) -> int``), so
+``cloudai --help`` and a client command do not pay for gRPC, aiohttp or the database.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import NamedTuple
 
 from cloudai import __version__
 
@@ -19,30 +22,78 @@ from cloudai import __version__
 # between fork and exec. Must be set before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-_COMMAND_MODULES = (
-    "cloudai.master.cli",
-    "cloudai.worker.cli",
-    "cloudai.cli.watch",
-    "cloudai.cli.admin",
-    "cloudai.cli.top",
-    "cloudai.cli.up",
-    "cloudai.bench.cli",
-)
+
+class CommandEntry(NamedTuple):
+    module: str
+    summary: str
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cloudai", description=__doc__.splitlines()[0])
+COMMANDS: dict[str, CommandEntry] = {
+    "up": CommandEntry("cloudai.cli.up", "start a local cluster: a master and N workers"),
+    "master": CommandEntry("cloudai.master.cli", "run a master node"),
+    "worker": CommandEntry("cloudai.worker.cli", "run a worker node that joins a master"),
+    "status": CommandEntry("cloudai.cli.admin", "cluster summary: workers, tasks, ingest rate"),
+    "workers": CommandEntry("cloudai.cli.admin", "list the master's workers, or show one"),
+    "register": CommandEntry("cloudai.cli.admin", "authorise a worker on the master"),
+    "unregister": CommandEntry("cloudai.cli.admin", "revoke a worker's authorisation"),
+    "submit": CommandEntry("cloudai.cli.admin", "submit a task to a worker"),
+    "tasks": CommandEntry("cloudai.cli.admin", "list tasks"),
+    "cancel": CommandEntry("cloudai.cli.admin", "ask a task's worker to cancel it"),
+    "logs": CommandEntry("cloudai.cli.admin", "print a task's logs"),
+    "top": CommandEntry(
+        "cloudai.cli.top", "live full-screen view of the cluster, like htop (h for help, q quits)"
+    ),
+    "watch": CommandEntry(
+        "cloudai.cli.watch", "print each worker's live telemetry, one line per update"
+    ),
+    "bench": CommandEntry(
+        "cloudai.bench.cli", "load-test a master (simulated workers and WebSocket clients)"
+    ),
+}
+
+EPILOG = "Run 'cloudai COMMAND --help' for a command's options."
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The command word in ``argv`` (skipping the global options), if any."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(
+    command: str | None = None, *, everything: bool = False
+) -> argparse.ArgumentParser:
+    """The parser; ``command``'s module is imported and registers its real options (every
+    module's with ``everything``: for tests and documentation)."""
+    parser = argparse.ArgumentParser(
+        prog="cloudai",
+        description="CloudAI: a cluster master/worker system with real-time telemetry.",
+        epilog=EPILOG,
+    )
     parser.add_argument("--version", action="version", version=f"cloudai {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if not exc.name or not name.startswith(exc.name):
-                raise  # a real missing dependency, not a command group left out
-            continue
-        module.register(subparsers)
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    if everything:
+        wanted = {entry.module for entry in COMMANDS.values()}
+    elif command in COMMANDS:
+        wanted = {COMMANDS[command].module}
+    else:
+        wanted = set()
+    registered: set[str] = set()
+    for name, entry in COMMANDS.items():
+        if entry.module in wanted:
+            if entry.module not in registered:
+                importlib.import_module(entry.module).register(subparsers)
+                registered.add(entry.module)
+        else:
+            subparsers.add_parser(name, help=entry.summary, add_help=False)
     return parser
 
 
@@ -55,7 +106,8 @@ def configure_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

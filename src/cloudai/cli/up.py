@@ -2,7 +2,9 @@
 
 Runs a master in this process (embedded SQLite store, interactive console when on a
 terminal) and N local worker processes that are authorised up front and register
-themselves. Ctrl-C (or `exit` in the console) stops the workers, then the master.
+themselves. The master listens on loopback unless told ``--host``, and tells workers an
+address it listens on. Ctrl-C (on an empty console prompt), `exit` or Ctrl-D stops the
+workers, then the master.
 """
 
 from __future__ import annotations
@@ -17,18 +19,35 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cloudai.master.cli import install_event_loop_policy
+from cloudai.addresses import is_wildcard
+from cloudai.master.run import run_master
 from cloudai.master.server import MasterServer
 from cloudai.master.settings import MasterSettings
+from cloudai.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
+SUMMARY = "start a local cluster: a master and N workers"
+DESCRIPTION = "Start a local cluster: a master and N workers on this machine, in one command."
+LOCAL_HOST = "127.0.0.1"
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("up", help="start a local cluster: a master and N workers")
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("up", help=SUMMARY, description=DESCRIPTION)
     p.add_argument("--workers", type=int, default=3, help="local workers to start (default 3)")
-    p.add_argument("--grpc-port", type=int, default=50051)
-    p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument("--grpc-port", type=int, help="master gRPC port (default 50051)")
+    p.add_argument("--http-port", type=int, help="master HTTP/WebSocket port (default 8080)")
+    p.add_argument(
+        "--host",
+        default=LOCAL_HOST,
+        help=f"the master's listen address (default {LOCAL_HOST}; 0.0.0.0 to let workers "
+        "on other machines join too)",
+    )
+    p.add_argument(
+        "--advertise-host",
+        help="the address workers are told to reach the master at (default: --host, or "
+        "the address that routes to each worker when --host is a wildcard)",
+    )
     p.add_argument("--data-dir", type=Path, help="master data directory (SQLite store)")
     p.add_argument("--interval", type=float, default=5.0, help="worker heartbeat interval (s)")
     p.add_argument("--no-cli", action="store_true", help="no interactive console")
@@ -39,7 +58,7 @@ def worker_ids(count: int) -> list[str]:
     return [f"local-{i + 1}" for i in range(count)]
 
 
-def worker_command(worker_id: str, grpc_port: int, work_dir: Path, interval: float) -> list[str]:
+def worker_command(worker_id: str, master: str, work_dir: Path, interval: float) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -50,7 +69,7 @@ def worker_command(worker_id: str, grpc_port: int, work_dir: Path, interval: flo
         "--host",
         "127.0.0.1",
         "--master",
-        f"127.0.0.1:{grpc_port}",
+        master,
         "--work-dir",
         str(work_dir / worker_id),
         "--interval",
@@ -58,69 +77,63 @@ def worker_command(worker_id: str, grpc_port: int, work_dir: Path, interval: flo
     ]
 
 
-def banner(grpc_port: int, http_port: int, ids: list[str]) -> str:
+def banner(host: str, grpc_port: int, http_port: int, ids: list[str], console: bool) -> str:
+    shown = LOCAL_HOST if is_wildcard(host) else host
+    stop = "Ctrl-C on an empty prompt, `exit` or Ctrl-D" if console else "Ctrl-C"
     return "\n".join(
         [
             "",
-            f"CloudAI local cluster: master gRPC 127.0.0.1:{grpc_port}, "
-            f"HTTP 127.0.0.1:{http_port}, workers: {', '.join(ids) or 'none'}",
-            f"  watch live:   cloudai top --url ws://127.0.0.1:{http_port}",
-            f"  stream:       ws://127.0.0.1:{http_port}/ws/telemetry",
-            f"  health:       curl http://127.0.0.1:{http_port}/health",
+            f"CloudAI local cluster: master gRPC {shown}:{grpc_port}, "
+            f"HTTP {shown}:{http_port}, workers: {', '.join(ids) or 'none'}",
+            f"  watch live:   cloudai top --url http://{shown}:{http_port}",
+            f"  stream:       ws://{shown}:{http_port}/ws/telemetry",
+            f"  health:       curl http://{shown}:{http_port}/health",
             f"  run a task:   cloudai submit {ids[0] if ids else 'WORKER'} --cmd 'echo hello'",
-            "  stop:         Ctrl-C (or `exit` in the console)",
+            f"  stop:         {stop} (stops the workers, then the master)",
             "",
         ]
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = MasterSettings.from_env()
-    settings.grpc_port = args.grpc_port
-    settings.http_port = args.http_port
-    settings.grpc_host = settings.http_host = "127.0.0.1"
-    if args.data_dir is not None:
-        settings.data_dir = args.data_dir
     ids = worker_ids(args.workers)
-    settings.allowed_workers.update({worker_id: "" for worker_id in ids})
-    settings.interactive = not args.no_cli and sys.stdin.isatty()
-    install_event_loop_policy()
-    return asyncio.run(_up(settings, ids, args.interval))
-
-
-async def _up(settings: MasterSettings, ids: list[str], interval: float) -> int:
-    server = MasterServer(settings)
+    try:
+        settings: MasterSettings = MasterSettings.load(
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            grpc_host=args.host,
+            http_host=args.host,
+            advertise_host=args.advertise_host,
+            data_dir=args.data_dir,
+            allowed_workers={worker_id: "" for worker_id in ids},
+            interactive=False if args.no_cli else None,
+        )
+    except SettingsError as exc:
+        print(f"cloudai up: {exc}", file=sys.stderr)
+        return 2
+    interactive = settings.interactive if settings.interactive is not None else sys.stdin.isatty()
     workers: list[subprocess.Popen[bytes]] = []
     work_root = settings.data_dir / "workers"
     work_root.mkdir(parents=True, exist_ok=True)
+    connect_host = LOCAL_HOST if is_wildcard(settings.grpc_host) else settings.grpc_host
 
-    async def start_workers() -> None:
+    async def start_workers(server: MasterServer) -> None:
         assert server.grpc_port is not None
+        master = f"{connect_host}:{server.grpc_port}"
         for worker_id in ids:
-            command = worker_command(worker_id, server.grpc_port, work_root, interval)
+            command = worker_command(worker_id, master, work_root, args.interval)
             workers.append(spawn(command, work_root / f"{worker_id}.log"))
-        print(banner(server.grpc_port, server.http_port or 0, ids), flush=True)
+        text = banner(settings.http_host, server.grpc_port, server.http_port or 0, ids, interactive)
+        print(text, flush=True)
 
-    foreground = None
-    if settings.interactive:
-        from cloudai.master.console import make_console
-
-        foreground = make_console(server)
-
-    async def stop_local_workers() -> None:
+    async def stop_local_workers(server: MasterServer) -> None:
         # Workers first, while the master still runs: they deliver pending results.
         await asyncio.to_thread(stop_workers, workers)
 
-    server.after_start.append(start_workers)
-    server.before_stop.append(stop_local_workers)
     try:
-        await server.run(foreground=foreground)
-    except OSError as exc:
-        log.error("cannot start the master: %s", exc)
-        return 1
+        return run_master(settings, on_started=start_workers, before_stop=stop_local_workers)
     finally:
-        await asyncio.to_thread(stop_workers, workers)  # no-op unless start-up failed
-    return 0
+        stop_workers(workers)  # no-op unless start-up failed
 
 
 def spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:

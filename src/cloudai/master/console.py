@@ -2,16 +2,17 @@
 
 Two layers:
 
-- ``ConsoleCommands``: parsing and dispatch of one command line against a
-  ``MasterServer``; returns a ``Reply`` (rich renderables, an exit flag, or a live
-  view). Pure apart from the server calls, so it is unit-tested without a terminal.
+- ``ConsoleCommands``: parsing and dispatch of one command line to the ``ClusterAdmin``
+  (the same use cases the HTTP API calls); returns a ``Reply`` (rich renderables, an exit
+  flag, or a live view). Pure apart from those calls, so it is unit-tested without a
+  terminal.
 - ``ConsoleShell``: the prompt_toolkit front end (history in the data directory, tab
   completion of commands, worker ids and task ids, ``patch_stdout`` so log lines are
   printed above the prompt instead of through it).
 
-``make_console(server)`` returns the shell's coroutine function; ``MasterServer.run``
+``make_console(admin, ...)`` returns the shell's coroutine function; ``run_master``
 runs it in the foreground and shuts the master down when it returns (``exit``,
-``quit``, Ctrl-D).
+``quit``, Ctrl-D, or Ctrl-C on an empty line).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import inspect
 import logging
 import math
 import os
@@ -28,7 +28,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import Application
@@ -40,18 +41,16 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.keys import Keys
 from prompt_toolkit.layout import FormattedTextControl, Layout, Window
 from prompt_toolkit.patch_stdout import patch_stdout
+from pydantic import ValidationError
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from cloudai import views
-from cloudai.master.admin_api import task_json
-from cloudai.master.registry import RegistryError
-from cloudai.master.status import worker_view
-from cloudai.master.tasks import TaskError, TaskSpec
-
-if TYPE_CHECKING:
-    from cloudai.master.server import MasterServer
+from cloudai.api.errors import describe
+from cloudai.api.models import TaskSubmission, Worker, WorkerRegistration
+from cloudai.master.cluster_admin import AdminError, ClusterAdmin, ErrorKind
+from cloudai.task_status import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +174,12 @@ def parse_number(flag: str, text: str, usage: str) -> float:
     return value
 
 
-def parse_task(args: list[str]) -> TaskSpec:
-    """``task`` arguments -> TaskSpec. Raises UsageError on bad input."""
+def parse_task(args: list[str]) -> TaskSubmission:
+    """``task`` arguments -> TaskSubmission. Raises UsageError on bad input."""
     usage = COMMANDS["task"].usage
     if not args or args[0].startswith("-"):
         raise UsageError("the first argument must be a worker id", usage)
-    spec = TaskSpec(target_worker_id=args[0])
+    fields: dict[str, str | float] = {"worker_id": args[0]}
     images: list[str] = []
     i = 1
     while i < len(args):
@@ -199,20 +198,23 @@ def parse_task(args: list[str]) -> TaskSpec:
             i += 1
         flag = token.partition("=")[0]
         if name in _TASK_NUMBER_FLAGS:
-            setattr(spec, _TASK_NUMBER_FLAGS[name], parse_number(flag, value, usage))
+            fields[_TASK_NUMBER_FLAGS[name]] = parse_number(flag, value, usage)
         elif _TASK_STRING_FLAGS[name] == "image":
             images.append(value)
         else:
             if not value:
                 raise UsageError(f"{flag} needs a non-empty value", usage)
-            setattr(spec, _TASK_STRING_FLAGS[name], value)
+            fields[_TASK_STRING_FLAGS[name]] = value
     if len(images) > 1:
         raise UsageError(f"one docker image, got {len(images)}: {' '.join(images)}", usage)
     if images:
-        spec.docker_image = images[0]
-    if not spec.docker_image and not spec.command:
+        fields["docker_image"] = images[0]
+    if not fields.get("docker_image") and not fields.get("command"):
         raise UsageError('give a docker image or --cmd "<command>"', usage)
-    return spec
+    try:
+        return TaskSubmission.model_validate(fields)
+    except ValidationError as exc:
+        raise UsageError(describe(exc), usage) from None
 
 
 def split_words(text: str) -> list[str]:
@@ -224,15 +226,15 @@ def split_words(text: str) -> list[str]:
 
 
 class ConsoleCommands:
-    """Parses and runs console commands against a MasterServer; returns Replies."""
+    """Parses console commands and runs them as ClusterAdmin use cases; returns Replies."""
 
     def __init__(
         self,
-        server: MasterServer,
+        admin: ClusterAdmin,
         clock: Callable[[], float] = time.time,
         register_wait: float = 2.0,
     ) -> None:
-        self.server = server
+        self.admin = admin
         self.clock = clock
         self.register_wait = register_wait
 
@@ -281,12 +283,10 @@ class ConsoleCommands:
     # -- completion -------------------------------------------------------------------------
 
     def worker_ids(self) -> list[str]:
-        return sorted(entry.worker_id for entry in self.server.registry)
+        return self.admin.worker_ids()
 
     def task_ids(self) -> list[str]:
-        tasks = self.server.tasks.list()
-        tasks.sort(key=lambda t: t.submitted_at, reverse=True)
-        return [task.task_id for task in tasks]
+        return self.admin.task_ids()
 
     def complete(self, text_before_cursor: str) -> list[str]:
         """Candidates for the word being typed at the end of ``text_before_cursor``."""
@@ -313,21 +313,18 @@ class ConsoleCommands:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _worker(self, worker_id: str, usage: str) -> dict[str, Any]:
-        entry = self.server.registry.get(worker_id)
-        if entry is None:
-            raise UsageError(f"unknown worker {worker_id!r} (see 'workers')", usage)
-        return worker_view(entry, self.server.telemetry.get_worker_telemetry(worker_id))
-
-    def _workers(self) -> list[dict[str, Any]]:
-        telemetry = self.server.telemetry.get_all_worker_telemetry()
-        return [worker_view(e, telemetry.get(e.worker_id)) for e in self.server.registry]
+    def _worker(self, worker_id: str, usage: str) -> Worker:
+        try:
+            return self.admin.get_worker(worker_id)
+        except AdminError:
+            raise UsageError(f"unknown worker {worker_id!r} (see 'workers')", usage) from None
 
     def status_view(self) -> RenderableType:
-        return views.status_panel(self.server.summary())
+        return views.status_panel(self.admin.summary().model_dump(mode="json"))
 
     def workers_view(self) -> RenderableType:
-        return views.workers_table(self._workers(), self.clock())
+        workers = [worker.model_dump(mode="json") for worker in self.admin.list_workers()]
+        return views.workers_table(workers, self.clock())
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -357,18 +354,19 @@ class ConsoleCommands:
 
     async def _cmd_stats(self, args: list[str]) -> Reply:
         worker = self._worker(args[0], COMMANDS["stats"].usage)
-        return Reply([views.worker_detail(worker, self.clock())])
+        return Reply([views.worker_detail(worker.model_dump(mode="json"), self.clock())])
 
     async def _cmd_register(self, args: list[str]) -> Reply:
         usage = COMMANDS["register"].usage
         worker_id = args[0]
         address = args[1] if len(args) > 1 else ""
         try:
-            result: Any = self.server.authorise_worker(worker_id, address)
-            if inspect.isawaitable(result):
-                await result
-        except (RegistryError, ValueError) as exc:
-            raise UsageError(str(exc), usage) from None
+            request = WorkerRegistration(worker_id=worker_id, address=address)
+            self.admin.authorise_worker(request)
+        except ValidationError as exc:
+            raise UsageError(describe(exc), usage) from None
+        except AdminError as exc:
+            raise UsageError(exc.message, usage) from None
         if not address:
             return Reply(
                 [
@@ -390,68 +388,66 @@ class ConsoleCommands:
         )
 
     async def _wait_for_session(self, worker_id: str) -> bool:
-        registry = self.server.registry
         deadline = time.monotonic() + self.register_wait
-        while not registry.has_session(worker_id):
-            if time.monotonic() >= deadline or worker_id not in registry:
+        while not self.admin.has_session(worker_id):
+            if time.monotonic() >= deadline or worker_id not in self.admin.worker_ids():
                 return False
             await asyncio.sleep(0.05)
         return True
 
     async def _cmd_unregister(self, args: list[str]) -> Reply:
         worker_id = args[0]
-        result: Any = self.server.revoke_worker(worker_id)
-        if inspect.isawaitable(result):
-            result = await result
-        if not result:
+        try:
+            self.admin.revoke_worker(worker_id)
+        except AdminError:
             raise UsageError(
                 f"unknown worker {worker_id!r} (see 'workers')", COMMANDS["unregister"].usage
-            )
+            ) from None
         return Reply([one_line(f"worker {worker_id} unregistered")])
 
     async def _cmd_task(self, args: list[str]) -> Reply:
-        spec = parse_task(args)
+        request = parse_task(args)
         try:
-            task = await self.server.tasks.submit(spec)
-        except TaskError as exc:
-            usage = COMMANDS["task"].usage if exc.kind in ("invalid", "not_found") else None
-            raise UsageError(str(exc), usage) from None
-        if task.status == "rejected":
-            return _error(
-                f"task {task.task_id} rejected by {task.target_worker_id}: {task.message}"
+            task = await self.admin.submit_task(request)
+        except AdminError as exc:
+            usage = (
+                COMMANDS["task"].usage
+                if exc.kind in (ErrorKind.INVALID, ErrorKind.NOT_FOUND)
+                else None
             )
+            raise UsageError(exc.message, usage) from None
+        if task.status is TaskStatus.REJECTED:
+            return _error(f"task {task.task_id} rejected by {task.worker_id}: {task.message}")
         message = f" ({task.message})" if task.message else ""
         return Reply(
-            [
-                one_line(
-                    f"task {task.task_id} submitted to {task.target_worker_id}: "
-                    f"{task.status}{message}"
-                )
-            ]
+            [one_line(f"task {task.task_id} submitted to {task.worker_id}: {task.status}{message}")]
         )
 
     async def _cmd_tasks(self, args: list[str]) -> Reply:
-        status = args[0].lower() if args else None
-        if status is not None and status not in views.TASK_STATUSES:
-            raise UsageError(f"unknown status {args[0]!r}", COMMANDS["tasks"].usage)
-        tasks = [task_json(t) for t in self.server.tasks.list(status=status)]
+        status = None
+        if args:
+            try:
+                status = TaskStatus.parse(args[0])
+            except ValueError as exc:
+                raise UsageError(str(exc), COMMANDS["tasks"].usage) from None
+        tasks = [task.model_dump(mode="json") for task in self.admin.list_tasks(status=status)]
         return Reply([views.tasks_table(tasks, self.clock())])
 
     async def _cmd_cancel(self, args: list[str]) -> Reply:
         try:
-            task = await self.server.tasks.cancel(args[0])
-        except TaskError as exc:
-            usage = COMMANDS["cancel"].usage if exc.kind == "not_found" else None
-            raise UsageError(str(exc), usage) from None
+            task = await self.admin.cancel_task(args[0])
+        except AdminError as exc:
+            usage = COMMANDS["cancel"].usage if exc.kind is ErrorKind.NOT_FOUND else None
+            raise UsageError(exc.message, usage) from None
         message = task.message or "cancellation requested"
         return Reply([one_line(f"task {task.task_id}: {message}")])
 
     async def _cmd_logs(self, args: list[str]) -> Reply:
         try:
-            task = self.server.tasks.get(args[0])
-        except TaskError as exc:
-            raise UsageError(str(exc), COMMANDS["logs"].usage) from None
-        return Reply([views.task_logs(task_json(task, with_logs=True))])
+            task = self.admin.get_task(args[0])
+        except AdminError as exc:
+            raise UsageError(exc.message, COMMANDS["logs"].usage) from None
+        return Reply([views.task_logs(task.model_dump(mode="json"))])
 
     async def _cmd_exit(self, args: list[str]) -> Reply:
         return Reply([one_line("stopping the master")], exit=True)
@@ -483,14 +479,15 @@ def logs_through(stream: Any) -> Iterator[None]:
 
 
 class ConsoleShell:
-    def __init__(self, server: MasterServer, commands: ConsoleCommands | None = None) -> None:
-        self.server = server
-        self.commands = commands or ConsoleCommands(server)
+    def __init__(self, commands: ConsoleCommands, history_path: Path, banner: str) -> None:
+        self.commands = commands
+        self.history_path = history_path
+        self._banner = banner
         self.color = os.environ.get("NO_COLOR") is None and sys.stdout.isatty()
         self.session: PromptSession[str] | None = None
 
     def _history(self) -> History:
-        path = self.server.settings.data_dir / "console_history"
+        path = self.history_path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(exist_ok=True)
@@ -513,20 +510,14 @@ class ConsoleShell:
             sys.stdout.flush()
 
     def banner(self) -> str:
-        server = self.server
-        parts = [f"gRPC port {server.grpc_port}"]
-        if server.http_port:
-            parts.append(f"HTTP port {server.http_port} (API /api, WebSocket /ws/telemetry)")
-        return (
-            f"CloudAI master console: {', '.join(parts)}.\n"
-            "Type 'help' for the commands, 'exit' or Ctrl-D to stop the master.\n"
-        )
+        return self._banner
 
     async def run(self) -> None:
         session: PromptSession[str] = PromptSession(
             history=self._history(),
             completer=_Completer(self.commands),
             complete_while_typing=False,
+            key_bindings=_ctrl_c_bindings(),
         )
         self.session = session
         with patch_stdout(raw=True), logs_through(sys.stdout):
@@ -534,9 +525,9 @@ class ConsoleShell:
             while True:
                 try:
                     line = await session.prompt_async(PROMPT)
-                except KeyboardInterrupt:  # Ctrl-C clears the line
+                except KeyboardInterrupt:
                     continue
-                except EOFError:  # Ctrl-D
+                except EOFError:  # Ctrl-D, or Ctrl-C on an empty line
                     self._print("stopping the master\n")
                     return
                 reply = await self.commands.execute(line)
@@ -587,6 +578,34 @@ class _Completer(Completer):
             yield Completion(candidate, start_position=-len(current))
 
 
-def make_console(server: MasterServer) -> Callable[[], Awaitable[object]] | None:
-    """The console's coroutine function for ``MasterServer.run(foreground=...)``."""
-    return ConsoleShell(server).run
+def _ctrl_c_bindings() -> KeyBindings:
+    """Ctrl-C clears a line being typed; on an empty line it stops the master (as in a
+    shell that a local cluster runs in the foreground of)."""
+    bindings = KeyBindings()
+
+    @bindings.add("c-c")
+    def _interrupt(event: KeyPressEvent) -> None:
+        if event.app.current_buffer.text:
+            event.app.exit(exception=KeyboardInterrupt())  # a fresh prompt
+        else:
+            event.app.exit(exception=EOFError())
+
+    return bindings
+
+
+def console_banner(grpc_port: int | None, http_port: int | None) -> str:
+    parts = [f"gRPC port {grpc_port}"]
+    if http_port:
+        parts.append(f"HTTP port {http_port} (API /api, WebSocket /ws/telemetry)")
+    return (
+        f"CloudAI master console: {', '.join(parts)}.\n"
+        "Type 'help' for the commands; 'exit', Ctrl-D or Ctrl-C on an empty line stops "
+        "the master.\n"
+    )
+
+
+def make_console(
+    admin: ClusterAdmin, history_path: Path, banner: str
+) -> Callable[[], Awaitable[None]]:
+    """The console's coroutine function, run in the foreground by ``run_master``."""
+    return ConsoleShell(ConsoleCommands(admin), history_path, banner).run

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from cloudai.backoff import Backoff
 from cloudai.master.registry import WorkerEntry, WorkerRegistry
-from cloudai.master.tasks import RESULT_STATUSES, TaskBook, TaskState
+from cloudai.master.tasks import TaskBook, TaskState
 from cloudai.store import (
     AssignmentRecord,
     DuplicateError,
@@ -32,6 +32,7 @@ from cloudai.store import (
     TaskRecord,
     WorkerRecord,
 )
+from cloudai.task_status import RESULT_STATUSES, TaskStatus
 from cloudai.telemetry.manager import TelemetryEvent
 from cloudai.telemetry.model import WorkerTelemetry
 
@@ -117,7 +118,7 @@ def task_state(record: TaskRecord, result: ResultRecord | None) -> TaskState:
         req_memory=record.req_memory,
         req_storage=record.req_storage,
         req_gpu=record.req_gpu,
-        status=record.status,
+        status=TaskStatus.parse(record.status),
         message=record.message,
         submitted_at=record.submitted_at.timestamp(),
         started_at=to_timestamp(record.started_at),
@@ -132,7 +133,7 @@ def task_state(record: TaskRecord, result: ResultRecord | None) -> TaskState:
 
 
 class MasterPersistence:
-    def __init__(self, store: Store, heartbeat_flush_interval: float = 1.0) -> None:
+    def __init__(self, store: Store, *, heartbeat_flush_interval: float) -> None:
         self.store = store
         self.heartbeats = HeartbeatWriteBehind(store, interval=heartbeat_flush_interval)
         self._queue: asyncio.Queue[Operation | None] = asyncio.Queue()
@@ -146,15 +147,15 @@ class MasterPersistence:
     async def load(self, registry: WorkerRegistry, tasks: TaskBook) -> tuple[int, int]:
         """Restore workers and tasks; returns how many of each."""
         workers = await asyncio.to_thread(self.store.list_workers)
-        for record in workers:
-            registry.load(worker_entry(record))
+        for worker in workers:
+            registry.load(worker_entry(worker))
         records = await asyncio.to_thread(self.store.list_tasks, None, None, None)
-        for record in records:
-            result = await asyncio.to_thread(self.store.get_result, record.task_id)
-            tasks.load(task_state(record, result))
-            self._known_tasks.add(record.task_id)
+        for task in records:
+            result = await asyncio.to_thread(self.store.get_result, task.task_id)
+            tasks.load(task_state(task, result))
+            self._known_tasks.add(task.task_id)
             if result is not None:
-                self._results_saved.add(record.task_id)
+                self._results_saved.add(task.task_id)
         return len(workers), len(records)
 
     def attach(self, registry: WorkerRegistry, tasks: TaskBook) -> None:

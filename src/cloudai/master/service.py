@@ -118,7 +118,7 @@ class MasterService(rpc.MasterWorkerServicer):
             self.stats.streams_broken += 1
             raise
         finally:
-            self._streams.discard(task)  # type: ignore[arg-type]
+            self._streams.discard(task)
         return _HEARTBEAT_OK
 
     def _accept(self, heartbeat: pb.Heartbeat) -> tuple[grpc.StatusCode | None, str]:

@@ -1,69 +1,88 @@
-"""The master's one typed settings object. Flows one way: settings -> server -> handlers."""
+"""The master's one typed settings object, and the only place its defaults live.
+
+Built once by the entry point (flags over ``CLOUDAI_*`` env over the config file's
+``[master]`` table over these defaults, see ``cloudai.settings``); flows one way:
+settings -> server -> components.
+"""
 
 from __future__ import annotations
 
-import os
 import socket
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
 
-from cloudai.addresses import parse_port
-from cloudai.validation import MAX_MESSAGE_BYTES
+from pydantic import BeforeValidator, Field, field_validator
+
+from cloudai.addresses import parse_port, split_host_port
+from cloudai.settings import CloudAISettings, default_data_root, env_alias
+from cloudai.validation import MAX_MESSAGE_BYTES, InvalidMessage, check_id
 
 
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "cloudai"
+def _port(value: object) -> object:
+    """``50051`` or ``":50051"`` (the Go master's form of GRPC_PORT/HTTP_PORT)."""
+    return parse_port(value) if isinstance(value, str) else value
 
 
-@dataclass(slots=True)
-class MasterSettings:
-    master_id: str = field(default_factory=socket.gethostname)
+Port = Annotated[int, BeforeValidator(_port), Field(ge=0, le=65535)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+def parse_allowed_worker(text: str) -> tuple[str, str]:
+    """``ID`` or ``ID=IP:PORT`` -> (worker id, address or ""). ValueError when invalid."""
+    worker_id, _, address = text.strip().partition("=")
+    try:
+        check_id("worker_id", worker_id)
+    except InvalidMessage as exc:
+        raise ValueError(str(exc)) from None
+    if address:
+        split_host_port(address)
+    return worker_id, address
+
+
+class MasterSettings(CloudAISettings):
+    config_table: ClassVar[str] = "master"
+
+    master_id: str = Field(default_factory=socket.gethostname)
     grpc_host: str = "0.0.0.0"
-    grpc_port: int = 50051
+    grpc_port: Port = Field(50051, validation_alias=env_alias("grpc_port", "GRPC_PORT"))
     http_host: str = "0.0.0.0"
-    http_port: int = 8080
+    http_port: Port = Field(8080, validation_alias=env_alias("http_port", "HTTP_PORT"))
     http_enabled: bool = True
     # Address given to workers in MasterRegister; None: the local address routing to each.
     advertise_host: str | None = None
-    inactivity_timeout: float = 30.0
-    heartbeat_queue_size: int = 8
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    ws_ping_interval: float = 54.0
-    ws_client_timeout: float = 60.0
-    ws_batch_interval: float = 0.005
-    ws_max_frame_rate: float = 40_000.0  # all clients together; longer ticks beyond
+    inactivity_timeout: Seconds = 30.0
+    heartbeat_queue_size: int = Field(8, ge=1)
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=1024)
+    ws_ping_interval: Seconds = 54.0
+    ws_client_timeout: Seconds = 60.0
+    # The fan-out tick (0: no batching); with many clients it grows to keep the frames
+    # written to all clients together under ws_max_frame_rate a second.
+    ws_batch_interval: float = Field(0.005, ge=0, allow_inf_nan=False)
+    ws_max_frame_rate: Seconds = 40_000.0
     ws_compression: bool = False
-    shutdown_grace: float = 3.0
+    shutdown_grace: float = Field(3.0, ge=0)
     # Heartbeat times reach the store at most this late (the live state is in memory;
     # the stored time serves restarts and history). One batch per interval.
-    store_flush_interval: float = 5.0
-    # Process tuning, applied by the ``cloudai master`` command (it owns the process):
-    # a short GIL switch interval bounds how long the event loop waits on a thread
-    # (the store's writer) to ~0.5 ms instead of 5 ms; the GC pacer runs the garbage
-    # collector in small steps on a timer (see master/gc_pacer.py), 0 turns it off.
-    gil_switch_interval: float = 0.0005
-    gc_young_interval: float = 0.1
-    gc_full_interval: float = 300.0
-    gc_refresh_interval: float = 3600.0
-    allowed_workers: dict[str, str] = field(default_factory=dict)
-    data_dir: Path = field(default_factory=default_data_dir)
+    store_flush_interval: Seconds = 5.0
+    # Process tuning, applied by run_master() (``cloudai master`` and ``cloudai up``): a
+    # short GIL switch interval bounds how long the event loop waits on a thread (the
+    # store's writer) to ~0.5 ms instead of 5 ms; the GC pacer runs the garbage collector
+    # in small steps on a timer (see master/gc_pacer.py), 0 turns it off.
+    gil_switch_interval: float = Field(0.0005, ge=0)
+    gc_young_interval: float = Field(0.1, ge=0)
+    gc_full_interval: Seconds = 300.0
+    gc_refresh_interval: Seconds = 3600.0
+    # Workers authorised at start: id -> "ip:port" (the master calls its MasterRegister)
+    # or "" (the worker registers itself).
+    allowed_workers: dict[str, str] = Field(default_factory=dict)
+    data_dir: Path = Field(default_factory=default_data_root)
     database_url: str | None = None
     admin_token: str | None = None
-    interactive: bool | None = None  # None: when stdin is a terminal
+    interactive: bool | None = None  # the console; None: when stdin is a terminal
 
+    @field_validator("allowed_workers")
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> MasterSettings:
-        env = dict(os.environ if env is None else env)
-        settings = cls()
-        if "GRPC_PORT" in env:
-            settings.grpc_port = parse_port(env["GRPC_PORT"])
-        if "HTTP_PORT" in env:
-            settings.http_port = parse_port(env["HTTP_PORT"])
-        if env.get("CLOUDAI_DATABASE_URL"):
-            settings.database_url = env["CLOUDAI_DATABASE_URL"]
-        if env.get("CLOUDAI_ADMIN_TOKEN"):
-            settings.admin_token = env["CLOUDAI_ADMIN_TOKEN"]
-        if env.get("CLOUDAI_DATA_DIR"):
-            settings.data_dir = Path(env["CLOUDAI_DATA_DIR"])
-        return settings
+    def _check_allowed(cls, value: dict[str, str]) -> dict[str, str]:
+        for worker_id, address in value.items():
+            parse_allowed_worker(f"{worker_id}={address}" if address else worker_id)
+        return value

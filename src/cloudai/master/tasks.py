@@ -14,17 +14,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from cloudai.api.models import TaskSubmission
 from cloudai.master.registry import WorkerRegistry
 from cloudai.master.worker_link import WorkerLink, WorkerUnavailable
 from cloudai.proto import pb
+from cloudai.task_status import RESULT_STATUSES, TERMINAL_STATUSES, TaskStatus
 from cloudai.telemetry.manager import TelemetryEvent
 from cloudai.telemetry.model import WorkerTelemetry
 from cloudai.validation import InvalidMessage, check_id
 
 log = logging.getLogger(__name__)
-
-TERMINAL_STATUSES = frozenset({"success", "failure", "cancelled", "rejected"})
-RESULT_STATUSES = frozenset({"success", "failure", "cancelled"})
 
 
 class TaskError(Exception):
@@ -35,30 +34,20 @@ class TaskError(Exception):
         self.kind = kind
 
 
-@dataclass(slots=True)
-class TaskSpec:
-    target_worker_id: str
-    docker_image: str = ""
-    command: str = ""
-    req_cpu: float = 0.0
-    req_memory: float = 0.0
-    req_storage: float = 0.0
-    req_gpu: float = 0.0
-    task_id: str = ""
-
-    def validate(self) -> None:
-        try:
-            check_id("worker_id", self.target_worker_id)
-            if self.task_id:
-                check_id("task_id", self.task_id)
-        except InvalidMessage as exc:
-            raise TaskError("invalid", str(exc)) from None
-        if not self.docker_image and not self.command:
-            raise TaskError("invalid", "a task needs a docker_image or a command")
-        for name in ("req_cpu", "req_memory", "req_storage", "req_gpu"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise TaskError("invalid", f"{name} must be a finite number >= 0")
+def check_submission(request: TaskSubmission) -> None:
+    """What the model's types cannot say: id characters, and something to run."""
+    try:
+        check_id("worker_id", request.worker_id)
+        if request.task_id:
+            check_id("task_id", request.task_id)
+    except InvalidMessage as exc:
+        raise TaskError("invalid", str(exc)) from None
+    if not request.docker_image and not request.command:
+        raise TaskError("invalid", "a task needs a docker_image or a command")
+    for name in ("req_cpu", "req_memory", "req_storage", "req_gpu"):
+        value = getattr(request, name)
+        if not math.isfinite(value) or value < 0:
+            raise TaskError("invalid", f"{name} must be a finite number >= 0")
 
 
 @dataclass(slots=True)
@@ -71,7 +60,7 @@ class TaskState:
     req_memory: float = 0.0
     req_storage: float = 0.0
     req_gpu: float = 0.0
-    status: str = "queued"
+    status: TaskStatus = TaskStatus.QUEUED
     message: str = ""
     submitted_at: float = 0.0
     started_at: float | None = None
@@ -137,25 +126,25 @@ class TaskBook:
 
     # -- operations -------------------------------------------------------------------------
 
-    async def submit(self, spec: TaskSpec) -> TaskState:
-        spec.validate()
-        worker_id = spec.target_worker_id
+    async def submit(self, request: TaskSubmission) -> TaskState:
+        check_submission(request)
+        worker_id = request.worker_id
         if worker_id not in self._registry:
             raise TaskError("not_found", f"unknown worker {worker_id!r}")
         if not self._registry.has_session(worker_id):
             raise TaskError("unavailable", f"worker {worker_id!r} has not registered yet")
-        task_id = spec.task_id or f"task-{uuid.uuid4().hex[:12]}"
+        task_id = request.task_id or f"task-{uuid.uuid4().hex[:12]}"
         if task_id in self._tasks:
             raise TaskError("conflict", f"task id {task_id!r} already exists")
         task = TaskState(
             task_id=task_id,
             target_worker_id=worker_id,
-            docker_image=spec.docker_image,
-            command=spec.command,
-            req_cpu=spec.req_cpu,
-            req_memory=spec.req_memory,
-            req_storage=spec.req_storage,
-            req_gpu=spec.req_gpu,
+            docker_image=request.docker_image,
+            command=request.command,
+            req_cpu=request.req_cpu,
+            req_memory=request.req_memory,
+            req_storage=request.req_storage,
+            req_gpu=request.req_gpu,
             submitted_at=self._clock(),
         )
         self._tasks[task_id] = task
@@ -164,16 +153,16 @@ class TaskBook:
             ack = await self._link.assign_task(worker_id, task.to_proto())
         except WorkerUnavailable as exc:
             self._assigned(task, False, str(exc))
-            self._finish(task, "rejected", str(exc))
+            self._finish(task, TaskStatus.REJECTED, str(exc))
             raise TaskError("unavailable", str(exc)) from None
         self._assigned(task, ack.success, ack.message)
         if ack.success:
-            if task.status == "queued":  # a fast task may already have reported back
-                task.status = "assigned"
+            if task.status is TaskStatus.QUEUED:  # a fast task may have reported back
+                task.status = TaskStatus.ASSIGNED
             task.message = ack.message
             self._changed(task)
         else:
-            self._finish(task, "rejected", ack.message or "refused by the worker")
+            self._finish(task, TaskStatus.REJECTED, ack.message or "refused by the worker")
         return task.copy()
 
     async def cancel(self, task_id: str) -> TaskState:
@@ -198,7 +187,9 @@ class TaskBook:
             self._tasks[task.task_id] = task
         if task.status in RESULT_STATUSES and task.finished_at is not None:
             return True, "result already recorded"
-        status = result.status if result.status in RESULT_STATUSES else "failure"
+        status = (
+            TaskStatus(result.status) if result.status in RESULT_STATUSES else TaskStatus.FAILURE
+        )
         task.logs = result.logs
         task.logs_truncated = result.logs_truncated
         task.exit_code = result.exit_code
@@ -207,7 +198,7 @@ class TaskBook:
         log.info("task %s finished on %s: %s", task.task_id, result.worker_id, status)
         return True, "result recorded"
 
-    def _finish(self, task: TaskState, status: str, message: str) -> None:
+    def _finish(self, task: TaskState, status: TaskStatus, message: str) -> None:
         task.status = status
         task.message = message
         task.finished_at = self._clock()
@@ -217,8 +208,8 @@ class TaskBook:
         """Heartbeats list running tasks: mark ours "running"."""
         for running in state.running_tasks:
             task = self._tasks.get(running.task_id)
-            if task is not None and task.status in ("queued", "assigned"):
-                task.status = "running"
+            if task is not None and task.status in (TaskStatus.QUEUED, TaskStatus.ASSIGNED):
+                task.status = TaskStatus.RUNNING
                 task.started_at = state.last_update
                 self._changed(task)
 
@@ -233,7 +224,9 @@ class TaskBook:
     def get(self, task_id: str) -> TaskState:
         return self._require(task_id).copy()
 
-    def list(self, status: str | None = None, worker_id: str | None = None) -> list[TaskState]:
+    def list(
+        self, status: TaskStatus | None = None, worker_id: str | None = None
+    ) -> list[TaskState]:
         return [
             task.copy()
             for task in self._tasks.values()
@@ -241,8 +234,8 @@ class TaskBook:
             and (worker_id is None or task.target_worker_id == worker_id)
         ]
 
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
+    def counts(self) -> dict[TaskStatus, int]:
+        counts: dict[TaskStatus, int] = {}
         for task in self._tasks.values():
             counts[task.status] = counts.get(task.status, 0) + 1
         return counts

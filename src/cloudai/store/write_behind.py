@@ -26,7 +26,7 @@ class HeartbeatSink(Protocol):
 
 
 class HeartbeatWriteBehind:
-    def __init__(self, store: HeartbeatSink, interval: float = 1.0) -> None:
+    def __init__(self, store: HeartbeatSink, interval: float) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0, got {interval!r}")
         self._store = store

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from cloudai.addresses import parse_port, split_host_port
+from cloudai.loop import event_loop_factory
 from cloudai.validation import InvalidMessage, check_id
 from cloudai.worker.node import WorkerNode, WorkerStartError
 from cloudai.worker.settings import DEFAULT_WORKER_PORT, WorkerSettings
@@ -48,10 +49,14 @@ def _seconds(text: str) -> float:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def _default(name: str) -> object:
+    return WorkerSettings.default(name)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "worker",
-        help="run a worker node",
+        help="run a worker node that joins a master",
         description="Run a worker. It joins a master either when the master calls it"
         " (the admin runs the printed 'register' line on the master) or, with --master,"
         " by registering itself.",
@@ -60,18 +65,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--port",
         type=_port,
-        default=DEFAULT_WORKER_PORT,
         help=f"gRPC port, or the first to try ('50052' or ':50052'; default {DEFAULT_WORKER_PORT};"
         " 0: any free port)",
     )
-    p.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    p.add_argument("--host", help=f"listen address (default {_default('host')})")
     p.add_argument(
         "--master", type=_address, metavar="HOST:PORT", help="register with this master ourselves"
     )
     p.add_argument(
         "--advertise-host", help="address the master uses to reach us (default: detected)"
     )
-    p.add_argument("--interval", type=float, default=5.0, help="heartbeat interval, s (default 5)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        help=f"heartbeat interval, s (default {_default('heartbeat_interval'):g})",
+    )
     p.add_argument(
         "--work-dir",
         type=Path,
@@ -81,14 +89,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--drain-timeout",
         type=_seconds,
-        default=10.0,
-        help="on SIGTERM: wait this long for running tasks, then cancel them (default 10)",
+        help="on SIGTERM: wait this long for running tasks, then cancel them "
+        f"(default {_default('drain_timeout'):g})",
     )
     p.add_argument(
         "--kill-grace",
         type=_seconds,
-        default=5.0,
-        help="cancelling a task: SIGKILL this long after SIGTERM (default 5)",
+        help="cancelling a task: SIGKILL this long after SIGTERM "
+        f"(default {_default('kill_grace'):g})",
     )
     p.add_argument("--no-docker", action="store_true", help="refuse tasks with a docker_image")
     p.add_argument("--ready-file", type=Path, help="write {worker_id, address, port, pid} here")
@@ -96,19 +104,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
-    settings = WorkerSettings()
-    if args.id:
-        settings.worker_id = args.id
-    settings.port = args.port
-    settings.host = args.host
-    settings.master_address = args.master
-    settings.advertise_host = args.advertise_host
-    settings.heartbeat_interval = args.interval
-    settings.work_dir = args.work_dir
-    settings.drain_timeout = args.drain_timeout
-    settings.kill_grace = args.kill_grace
-    settings.docker_enabled = not args.no_docker
-    settings.check()
+    """Flags over env over the config file over defaults; SettingsError when invalid."""
+    settings: WorkerSettings = WorkerSettings.load(
+        worker_id=args.id or None,
+        port=args.port,
+        host=args.host,
+        master_address=args.master,
+        advertise_host=args.advertise_host,
+        heartbeat_interval=args.interval,
+        work_dir=args.work_dir,
+        drain_timeout=args.drain_timeout,
+        kill_grace=args.kill_grace,
+        docker_enabled=False if args.no_docker else None,
+    )
     return settings
 
 
@@ -126,14 +134,6 @@ def announce(node: WorkerNode) -> None:
     print(f"  {node.registration_line()}", flush=True)
 
 
-def install_event_loop_policy() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
@@ -141,9 +141,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"cloudai worker: {exc}", file=sys.stderr)
         return 2
-    install_event_loop_policy()
     try:
-        asyncio.run(node.run(ready_file=args.ready_file, on_started=announce))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(node.run(ready_file=args.ready_file, on_started=announce))
     except WorkerStartError as exc:
         print(f"cloudai worker: {exc}", file=sys.stderr)
         return 1

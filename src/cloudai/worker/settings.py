@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
+from pydantic import Field, model_validator
+
+from cloudai.settings import CloudAISettings, default_data_root
 from cloudai.validation import MAX_MESSAGE_BYTES, check_id
 
 DEFAULT_WORKER_PORT = 50052
@@ -15,17 +17,20 @@ GIB = 1024**3  # "GB" on the wire (WorkerInfo totals, Task.req_memory/req_storag
 
 
 def default_work_root() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "cloudai" / "worker"
+    return default_data_root() / "worker"
 
 
-@dataclass(slots=True)
-class WorkerSettings:
-    worker_id: str = field(default_factory=socket.gethostname)
+class WorkerSettings(CloudAISettings):
+    """Flags over ``CLOUDAI_*`` env over the config file's ``[worker]`` table over these
+    defaults (see ``cloudai.settings``)."""
+
+    config_table: ClassVar[str] = "worker"
+
+    worker_id: str = Field(default_factory=socket.gethostname)
     # gRPC server: the first free port from ``port`` (``port_search`` tries; 0: any free port).
     host: str = "0.0.0.0"
     port: int = DEFAULT_WORKER_PORT
-    port_search: int = 100
+    port_search: int = Field(100, ge=1)
     # Address the master uses to reach us ("ip" only); None: the local address that
     # routes towards the master (or the machine's primary address before one is known).
     advertise_host: str | None = None
@@ -49,6 +54,11 @@ class WorkerSettings:
     use_stream: bool = True  # StreamHeartbeats when the master offers it
     docker_enabled: bool = True  # use a reachable Docker engine for tasks with an image
     shutdown_grace: float = 3.0  # in-flight RPCs when the gRPC server stops
+
+    @model_validator(mode="after")
+    def _valid(self) -> WorkerSettings:
+        self.check()
+        return self
 
     def resolved_work_dir(self) -> Path:
         return self.work_dir if self.work_dir is not None else default_work_root() / self.worker_id

@@ -1,15 +1,18 @@
-"""Console command parsing and dispatch against a real (not started) MasterServer."""
+"""Console command parsing and dispatch against a real ClusterAdmin (real registry,
+telemetry and task book; only the gRPC calls to workers are faked)."""
 
 from __future__ import annotations
 
 import io
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cloudai.master import console as console_module
+from cloudai.master.cluster_admin import ClusterAdmin, MasterCounters
 from cloudai.master.console import (
     COMMANDS,
     ConsoleCommands,
@@ -19,9 +22,10 @@ from cloudai.master.console import (
     make_console,
     parse_task,
 )
-from cloudai.master.server import MasterServer
-from cloudai.master.settings import MasterSettings
+from cloudai.master.registry import WorkerRegistry
+from cloudai.master.tasks import TaskBook
 from cloudai.proto import pb
+from cloudai.telemetry.manager import TelemetryManager
 
 
 class FakeLink:
@@ -51,27 +55,44 @@ class FakeLink:
         pass
 
 
+@dataclass
+class Cluster:
+    registry: WorkerRegistry
+    telemetry: TelemetryManager
+    tasks: TaskBook
+    link: FakeLink
+    admin: ClusterAdmin
+
+
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[MasterServer]:
-    server = MasterServer(MasterSettings(data_dir=tmp_path / "data"))
+async def cluster() -> AsyncIterator[Cluster]:
+    registry = WorkerRegistry()
+    telemetry = TelemetryManager(30.0)
     link = FakeLink()
-    server.link = link  # type: ignore[assignment]
-    server.tasks._link = link  # type: ignore[assignment]
-    yield server
+    tasks = TaskBook(registry, link)  # type: ignore[arg-type]
+    telemetry.subscribe(tasks.on_telemetry)
+    counters = MasterCounters(
+        heartbeats=lambda: 0,
+        heartbeats_per_second=lambda: 0.0,
+        websocket_clients=lambda: 0,
+        fanout_tick=lambda: 0.005,
+    )
+    admin = ClusterAdmin(registry, telemetry, tasks, link, counters)  # type: ignore[arg-type]
+    yield Cluster(registry, telemetry, tasks, link, admin)
 
 
 @pytest.fixture
-def commands(server: MasterServer) -> ConsoleCommands:
-    return ConsoleCommands(server, clock=lambda: 1_000_000.0, register_wait=0)
+def commands(cluster: Cluster) -> ConsoleCommands:
+    return ConsoleCommands(cluster.admin, clock=lambda: 1_000_000.0, register_wait=0)
 
 
-def join(server: MasterServer, worker_id: str = "w1", cpu: float = 42.0) -> None:
+def join(cluster: Cluster, worker_id: str = "w1", cpu: float = 42.0) -> None:
     """The worker registers (RegisterWorker) and sends one heartbeat."""
-    ok, message = server.registry.register(
+    ok, message = cluster.registry.register(
         pb.WorkerInfo(worker_id=worker_id, total_cpu=8, total_memory=16, total_gpu=1)
     )
     assert ok, message
-    server.telemetry.process_heartbeat(
+    cluster.telemetry.process_heartbeat(
         pb.Heartbeat(
             worker_id=worker_id,
             cpu_usage=cpu,
@@ -129,15 +150,15 @@ async def test_help_lists_every_command(commands: ConsoleCommands) -> None:
         ("task", "task takes at least 1 argument(s), got 0"),
         ("exit now", "exit takes no arguments"),
         ("status -x", "error: unknown option '-x' (usage: status [-w])"),
-        ("tasks bogus", "error: unknown status 'bogus' (usage: tasks [status])"),
+        ("tasks bogus", "error: unknown task status 'bogus' (one of: queued,"),
         ('task w1 --cmd "unclosed', "error: cannot parse the line: No closing quotation"),
         ("stats nobody", "error: unknown worker 'nobody' (see 'workers') (usage: stats"),
         ("unregister nobody", "error: unknown worker 'nobody'"),
         ("cancel t-none", "error: unknown task 't-none' (usage: cancel <task_id>)"),
         ("logs t-none", "error: unknown task 't-none' (usage: logs <task_id>)"),
         ("register bad/id 1.2.3.4:5", "worker_id 'bad/id' has invalid characters"),
-        ("register w1 nowhere", "invalid address 'nowhere'"),
-        ("register w1 host:99999", "must be in 0..65535"),
+        ("register w1 nowhere", "error: address 'nowhere' is not HOST:PORT"),
+        ("register w1 host:99999", "address 'host:99999' is not HOST:PORT"),
         ("task nobody ubuntu", "error: unknown worker 'nobody' (usage: task"),
         ("task w1", 'error: give a docker image or --cmd "<command>"'),
         ("task w1 ubuntu -mem lots", "error: -mem expects a number, got 'lots'"),
@@ -159,12 +180,12 @@ async def test_bad_input_gives_one_line_with_the_usage(
 
 
 async def test_unexpected_failures_are_one_line_too(
-    commands: ConsoleCommands, server: MasterServer, monkeypatch: pytest.MonkeyPatch
+    commands: ConsoleCommands, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken() -> dict[str, object]:
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(server, "summary", broken)
+    monkeypatch.setattr(cluster.admin, "summary", broken)
     _, text = await run(commands, "status")
     assert single_error_line(text) == "error: status failed: RuntimeError: database on fire"
 
@@ -184,87 +205,89 @@ async def test_exit_and_quit(commands: ConsoleCommands) -> None:
 
 
 async def test_register_authorises_and_calls_master_register(
-    commands: ConsoleCommands, server: MasterServer
+    commands: ConsoleCommands, cluster: Cluster
 ) -> None:
     reply, text = await run(commands, "register w1 127.0.0.1:50052")
     assert not reply.error
     assert "worker w1 authorised at 127.0.0.1:50052" in text
     assert "not answered MasterRegister yet" in text
-    assert server.registry.get("w1").address == "127.0.0.1:50052"
-    assert server.link.connected == ["w1"]  # type: ignore[attr-defined]
+    assert cluster.registry.get("w1").address == "127.0.0.1:50052"
+    assert cluster.link.connected == ["w1"]
 
 
 async def test_register_reports_the_worker_joining(
-    commands: ConsoleCommands, server: MasterServer
+    commands: ConsoleCommands, cluster: Cluster
 ) -> None:
     commands.register_wait = 5.0
 
     def connect(worker_id: str) -> None:  # the worker answers at once and registers
-        server.registry.register(pb.WorkerInfo(worker_id=worker_id))
+        cluster.registry.register(pb.WorkerInfo(worker_id=worker_id))
 
-    server.link.connect = connect  # type: ignore[method-assign]
+    cluster.link.connect = connect  # type: ignore[method-assign]
     _, text = await run(commands, "register w1 127.0.0.1:50052")
     assert text == "worker w1 registered at 127.0.0.1:50052\n"
 
 
-async def test_register_without_address(commands: ConsoleCommands, server: MasterServer) -> None:
+async def test_register_without_address(commands: ConsoleCommands, cluster: Cluster) -> None:
     _, text = await run(commands, "register w2")
     assert "worker w2 authorised; it registers itself" in text
-    assert "w2" in server.registry and server.link.connected == []  # type: ignore[attr-defined]
+    assert "w2" in cluster.registry and cluster.link.connected == []
 
 
-async def test_unregister(commands: ConsoleCommands, server: MasterServer) -> None:
+async def test_unregister(commands: ConsoleCommands, cluster: Cluster) -> None:
     await run(commands, "register w1 127.0.0.1:50052")
     reply, text = await run(commands, "unregister w1")
     assert not reply.error and text == "worker w1 unregistered\n"
-    assert "w1" not in server.registry
+    assert "w1" not in cluster.registry
 
 
-async def test_workers_table(commands: ConsoleCommands, server: MasterServer) -> None:
+async def test_workers_table(commands: ConsoleCommands, cluster: Cluster) -> None:
     _, text = await run(commands, "workers")
     assert "no workers registered" in text
     await run(commands, "register w1 127.0.0.1:50052")
     await run(commands, "register w2 127.0.0.1:50053")
-    join(server, "w1")
+    join(cluster, "w1")
     _, text = await run(commands, "workers")
     header = next(line for line in text.splitlines() if "┃" in line)
     w1, w2 = [line for line in text.splitlines() if "│" in line]
     for column in ("ID", "Address", "Active", "CPU", "Mem", "GPU", "Tasks", "Heartbeat"):
         assert column in header
-    assert [c.strip() for c in w1.split("│")[1:-1]][:7] == [
+    assert [c.strip() for c in w1.split("│")[1:-1]][:8] == [
         "w1",
         "127.0.0.1:50052",
         "active",
-        "42.0%",
-        "33.0%",
-        "7.0%",
+        "42.0% of 8",
+        "33.0% 5.3/16",
+        "0.0%",
+        "7.0% of 1",
         "1",
     ]
     assert "ago" in w1  # heartbeat age
-    assert [c.strip() for c in w2.split("│")[1:-1]] == [
+    assert [c.strip() for c in w2.split("│")[1:-1]] == [  # never seen: unknown, not 0 %
         "w2",
         "127.0.0.1:50053",
         "waiting",
-        "0.0%",
-        "0.0%",
-        "0.0%",
+        "-",
+        "-",
+        "-",
+        "none",
         "0",
         "never",
     ]
 
 
-async def test_stats(commands: ConsoleCommands, server: MasterServer) -> None:
+async def test_stats(commands: ConsoleCommands, cluster: Cluster) -> None:
     await run(commands, "register w1 127.0.0.1:50052")
-    join(server, "w1")
+    join(cluster, "w1")
     _, text = await run(commands, "stats w1")
     assert "CPU             42.0% of 8 cores" in text
-    assert "Memory          33.0% of 16 GB" in text
+    assert "Memory          33.0% of 16 GiB (5.3 GiB used)" in text
     assert "t-run" in text and "running" in text
 
 
-async def test_status_and_live_status(commands: ConsoleCommands, server: MasterServer) -> None:
+async def test_status_and_live_status(commands: ConsoleCommands, cluster: Cluster) -> None:
     await run(commands, "register w1 127.0.0.1:50052")
-    join(server, "w1")
+    join(cluster, "w1")
     _, text = await run(commands, "status")
     assert "1 active / 1 registered" in text
     assert "0 running, 0 queued, 0 finished" in text
@@ -279,7 +302,7 @@ async def test_status_and_live_status(commands: ConsoleCommands, server: MasterS
 
 def test_parse_task_forms() -> None:
     spec = parse_task(["w1", "ubuntu", "-cpu_cores", "2", "-mem", "1.5", "-storage", "10"])
-    assert (spec.target_worker_id, spec.docker_image, spec.command) == ("w1", "ubuntu", "")
+    assert (spec.worker_id, spec.docker_image, spec.command) == ("w1", "ubuntu", "")
     assert (spec.req_cpu, spec.req_memory, spec.req_storage, spec.req_gpu) == (2, 1.5, 10, 0)
     spec = parse_task(["w1", "--cmd", "echo hi", "--gpu_cores=1", "--id", "t1"])
     assert (spec.docker_image, spec.command, spec.req_gpu, spec.task_id) == ("", "echo hi", 1, "t1")
@@ -289,18 +312,16 @@ def test_parse_task_forms() -> None:
         parse_task(["w1"])
 
 
-async def test_task_submit_list_logs_cancel(
-    commands: ConsoleCommands, server: MasterServer
-) -> None:
+async def test_task_submit_list_logs_cancel(commands: ConsoleCommands, cluster: Cluster) -> None:
     await run(commands, "register w1 127.0.0.1:50052")
     _, text = await run(commands, "task w1 ubuntu")
     assert single_error_line(text) == "error: worker 'w1' has not registered yet"
-    join(server, "w1")
+    join(cluster, "w1")
 
     reply, text = await run(commands, 'task w1 --cmd "echo hello" -cpu_cores 1 --id t1')
     assert not reply.error
     assert text == "task t1 submitted to w1: assigned (accepted)\n"
-    assigned = server.link.assigned[-1]  # type: ignore[attr-defined]
+    assigned = cluster.link.assigned[-1]
     assert (assigned.command, assigned.req_cpu, assigned.target_worker_id) == (
         "echo hello",
         1,
@@ -321,7 +342,7 @@ async def test_task_submit_list_logs_cancel(
     reply, text = await run(commands, "cancel t1")
     assert not reply.error and text == "task t1: cancelling\n"
 
-    await server.tasks.record_result(
+    await cluster.tasks.record_result(
         pb.TaskResult(task_id="t1", worker_id="w1", status="success", logs="hello\n", exit_code=0)
     )
     _, text = await run(commands, "logs t1")
@@ -334,15 +355,13 @@ async def test_task_submit_list_logs_cancel(
     assert single_error_line(text) == "error: task t1 already finished (success)"
 
 
-async def test_task_rejected_or_unreachable(
-    commands: ConsoleCommands, server: MasterServer
-) -> None:
+async def test_task_rejected_or_unreachable(commands: ConsoleCommands, cluster: Cluster) -> None:
     await run(commands, "register w1 127.0.0.1:50052")
-    join(server, "w1")
-    server.link.accept = False  # type: ignore[attr-defined]
+    join(cluster, "w1")
+    cluster.link.accept = False
     _, text = await run(commands, "task w1 ubuntu --id t2")
     assert single_error_line(text) == "error: task t2 rejected by w1: no room"
-    server.link.unavailable = True  # type: ignore[attr-defined]
+    cluster.link.unavailable = True
     _, text = await run(commands, "task w1 ubuntu")
     assert single_error_line(text).startswith("error: worker w1 did not answer AssignTask")
 
@@ -350,10 +369,10 @@ async def test_task_rejected_or_unreachable(
 # -- completion --------------------------------------------------------------------------------
 
 
-async def test_completion(commands: ConsoleCommands, server: MasterServer) -> None:
+async def test_completion(commands: ConsoleCommands, cluster: Cluster) -> None:
     await run(commands, "register w1 127.0.0.1:50052")
     await run(commands, "register w2 127.0.0.1:50053")
-    join(server, "w1")
+    join(cluster, "w1")
     await run(commands, "task w1 ubuntu --id t-abc")
     assert commands.complete("") == list(COMMANDS)
     assert commands.complete("st") == ["status", "stats"]
@@ -396,15 +415,16 @@ def test_logs_through_moves_console_handlers_and_restores_them() -> None:
         root.removeHandler(handler)
 
 
-def test_make_console_returns_the_shell(server: MasterServer) -> None:
-    foreground = make_console(server)
+def test_make_console_returns_the_shell(cluster: Cluster, tmp_path: Path) -> None:
+    foreground = make_console(cluster.admin, tmp_path / "history", "banner")
     assert callable(foreground)
 
 
-def test_shell_history_lives_in_the_data_dir(server: MasterServer) -> None:
+def test_shell_history_lives_where_it_is_told(cluster: Cluster, tmp_path: Path) -> None:
     from prompt_toolkit.history import FileHistory
 
-    shell = console_module.ConsoleShell(server)
+    path = tmp_path / "data" / "console_history"
+    shell = console_module.ConsoleShell(ConsoleCommands(cluster.admin), path, "banner")
     history = shell._history()
     assert isinstance(history, FileHistory)
-    assert Path(history.filename) == server.settings.data_dir / "console_history"
+    assert Path(history.filename) == path

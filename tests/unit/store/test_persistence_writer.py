@@ -38,7 +38,7 @@ async def test_a_burst_of_upserts_is_one_batch_and_order_is_kept(tmp_path: Path)
     assert isinstance(store, SqlStore)
     store.__class__ = RecordingStore
     store.calls = []  # type: ignore[attr-defined]
-    persistence = MasterPersistence(store)
+    persistence = MasterPersistence(store, heartbeat_flush_interval=1.0)
     # Queued before the writer starts: it finds them together, as after a burst.
     for i in range(5):
         persistence.on_worker_changed(f"w{i}", entry(f"w{i}"))

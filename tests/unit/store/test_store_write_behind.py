@@ -46,7 +46,7 @@ async def wait_for(predicate, timeout: float = 2.0) -> None:  # type: ignore[no-
 
 
 def test_touch_is_plain_and_keeps_the_newest_time() -> None:
-    wb = HeartbeatWriteBehind(FakeStore())
+    wb = HeartbeatWriteBehind(FakeStore(), interval=1.0)
     assert not inspect.iscoroutinefunction(wb.touch)
     wb.touch("w1", at(2))
     wb.touch("w1", at(1))  # out of order: ignored
@@ -94,7 +94,7 @@ async def test_stop_flushes_what_is_pending() -> None:
 
 async def test_stop_without_start_still_flushes() -> None:
     store = FakeStore()
-    wb = HeartbeatWriteBehind(store)
+    wb = HeartbeatWriteBehind(store, interval=1.0)
     wb.touch("w1", at(1))
     await wb.stop()
     assert store.batches == [{"w1": at(1)}]
