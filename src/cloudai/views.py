@@ -3,20 +3,32 @@
 Every function here is pure: it takes the JSON-shaped dicts of the admin API (which
 the console builds with the same helpers, ``worker_view`` and ``task_json``) plus the
 current time, and returns a rich renderable. ``render_text`` turns one into a string.
+
+Conventions: memory and storage amounts are GiB (1024**3 bytes, as workers report
+them); a usage figure that is not known (no heartbeat from the worker since the master
+started, or no value at all) is ``-``, never ``0.0%``; worker and task ids are never
+cut, at any width (a table that cannot fit its ids is printed wider than the width).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-TASK_STATUSES = ("queued", "assigned", "running", "success", "failure", "cancelled", "rejected")
+from cloudai.task_status import TaskStatus
+
+TASK_STATUSES = tuple(status.value for status in TaskStatus)
+
+UNKNOWN = "-"
+"""What a view shows for a value it does not know."""
 
 _STATUS_STYLE = {
     "queued": "cyan",
@@ -33,7 +45,8 @@ def render_text(renderable: RenderableType, width: int = 100, color: bool = Fals
     """Render to a string: plain text, or with ANSI colours for a terminal.
 
     Soft wrap: lines of text (messages, logs) are never broken or cropped by rich, the
-    terminal wraps them; tables still fit ``width``.
+    terminal wraps them; tables fit ``width``, except that an id is never cut: a table
+    whose ids cannot fit is rendered wider than ``width``.
     """
     buffer = io.StringIO()
     console = Console(
@@ -79,23 +92,43 @@ def ago(timestamp: float | None, now: float) -> str:
     return "never" if timestamp is None else f"{format_age(now - timestamp)} ago"
 
 
-def format_percent(value: Any) -> str:
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (absent, not a number, NaN, infinite)."""
+    if isinstance(value, bool):
+        return None
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return "-"
-    return f"{number:.1f}%" if math.isfinite(number) else "-"
+        return None
+    return number if math.isfinite(number) else None
+
+
+def format_percent(value: Any) -> str:
+    number = finite(value)
+    return UNKNOWN if number is None else f"{number:.1f}%"
 
 
 def format_amount(value: Any, unit: str = "") -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "-"
-    if not math.isfinite(number):
-        return "-"
-    text = f"{number:g}"
-    return f"{text} {unit}".rstrip()
+    number = finite(value)
+    if number is None:
+        return UNKNOWN
+    return f"{number:g} {unit}".rstrip()
+
+
+def format_gib(value: Any) -> str:
+    """An amount of GiB without its unit: ``0.3``, ``15.5``, ``16``, ``252``; ``-`` if unknown."""
+    number = finite(value)
+    if number is None:
+        return UNKNOWN
+    if abs(number) >= 100:
+        return f"{number:.0f}"
+    text = f"{number:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def plural(count: float, noun: str) -> str:
+    """``1 core``, ``8 cores``, ``0.5 cores``."""
+    return f"{count:g} {noun}" + ("" if count == 1 else "s")
 
 
 def usage_style(percent: float) -> str:
@@ -107,11 +140,68 @@ def usage_style(percent: float) -> str:
 
 
 def percent_text(value: Any) -> Text:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return Text("-")
+    number = finite(value)
+    if number is None:
+        return Text(UNKNOWN, style="dim")
     return Text(format_percent(number), style=usage_style(number))
+
+
+def has_telemetry(worker: Mapping[str, Any]) -> bool:
+    """Whether the worker's usage figures are known: it sent a heartbeat since the master
+    started (``last_update`` is set)."""
+    return worker.get("last_update") is not None
+
+
+def usage(worker: Mapping[str, Any], name: str) -> float | None:
+    """A usage percentage (``cpu_usage``, ``memory_usage``...), None when unknown."""
+    return finite(worker.get(name)) if has_telemetry(worker) else None
+
+
+def total(worker: Mapping[str, Any], name: str) -> float | None:
+    """A capacity (``total_cpu``, ``total_memory``...), None when unknown; 0 is a known
+    capacity only for GPUs (a machine without one)."""
+    number = finite(worker.get(name))
+    if number is None or number < 0 or (number == 0 and name != "total_gpu"):
+        return None
+    return number
+
+
+def usage_cell(worker: Mapping[str, Any], kind: str, amounts: bool = True) -> Text:
+    """A compact table cell for ``kind`` (cpu, memory, storage, gpu): the percentage,
+    then, when ``amounts`` and the capacity is known, ``of 8`` (cores, GPUs) or
+    ``5.3/16`` (GiB used / total). ``-`` for what is not known; ``none`` for no GPU."""
+    percent = usage(worker, f"{kind}_usage")
+    capacity = total(worker, f"total_{kind}")
+    if kind == "gpu" and capacity == 0:
+        return Text("none", style="dim")
+    cell = percent_text(percent)
+    if not amounts or capacity is None:
+        return cell
+    if kind in ("cpu", "gpu"):
+        return cell.append(f" of {capacity:g}")
+    if percent is None:
+        return cell.append(f" of {format_gib(capacity)}")
+    return cell.append(f" {format_gib(capacity * percent / 100)}/{format_gib(capacity)}")
+
+
+def usage_line(worker: Mapping[str, Any], kind: str) -> Text:
+    """A worker's usage of ``kind`` in words: ``42.0% of 8 cores``, ``33.0% of 16 GiB
+    (5.3 GiB used)``, ``7.0% of 1 GPU``; ``-`` for what is not known."""
+    percent = usage(worker, f"{kind}_usage")
+    capacity = total(worker, f"total_{kind}")
+    if kind == "gpu" and capacity == 0:
+        return Text("none (no GPU)")
+    cell = percent_text(percent)
+    if capacity is None:
+        return cell
+    if kind == "cpu":
+        return cell.append(f" of {plural(capacity, 'core')}")
+    if kind == "gpu":
+        return cell.append(f" of {plural(capacity, 'GPU')}")
+    cell.append(f" of {format_gib(capacity)} GiB")
+    if percent is not None:
+        cell.append(f" ({format_gib(capacity * percent / 100)} GiB used)")
+    return cell
 
 
 def worker_state(worker: Mapping[str, Any]) -> tuple[str, str]:
@@ -141,84 +231,145 @@ def status_text(status: str) -> Text:
 
 # -- tables -----------------------------------------------------------------------------------
 
+_UNBOUNDED = 100_000
+
+
+class KeepIds:
+    """A table that never cuts its ids, whatever the width.
+
+    ``layouts`` are the same data from the most detailed to the most compact; the
+    first whose natural width fits is drawn. When none fits, the last is squeezed: its
+    other columns fold their text onto more lines, its ``no_wrap`` columns (the ids)
+    keep their full width. Below the width those need, the table is drawn wider than
+    asked: a terminal wraps the lines, a pipe keeps them intact.
+    """
+
+    def __init__(self, *layouts: Table) -> None:
+        if not layouts:
+            raise ValueError("KeepIds needs at least one layout")
+        self.layouts = layouts
+
+    def choose(self, console: Console, options: ConsoleOptions) -> tuple[Table, int]:
+        """The layout to draw and the width to draw it at."""
+        unbounded = options.update_width(_UNBOUNDED)
+        for table in self.layouts:
+            if Measurement.get(console, unbounded, table).maximum <= options.max_width:
+                return table, options.max_width
+        last = self.layouts[-1]
+        return last, max(options.max_width, _squeezed_width(console, unbounded, last))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table, width = self.choose(console, options)
+        yield from console.render(table, options.update_width(width))
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        table, width = self.choose(console, options)
+        return Measurement.get(console, options.update_width(width), table)
+
+
+_SQUEEZED_CELL = 5
+"""The width below which a column that may wrap is not squeezed (fits "42.0%")."""
+
+
+def _squeezed_width(console: Console, options: ConsoleOptions, table: Table) -> int:
+    """The narrowest ``table`` gets with its ``no_wrap`` columns whole (an upper bound:
+    rich then shrinks only the columns that may wrap)."""
+    _, right, _, left = table.padding
+    width = len(table.columns) + 1  # borders (or none: then this is a margin)
+    for column in table.columns:
+        widths = [
+            Measurement.get(console, options, cell).maximum
+            for cell in (column.header, *column.cells)
+        ]
+        widest = max([*widths, column.min_width or 0])
+        width += left + right + (widest if column.no_wrap else min(widest, _SQUEEZED_CELL))
+    return width
+
+
+def id_column(table: Table, header: str, ids: Sequence[str], **kwargs: Any) -> None:
+    """A column of ids: never wrapped, folded or cut (see ``KeepIds``)."""
+    longest = max([cell_len(header), *(cell_len(i) for i in ids)])
+    table.add_column(header, no_wrap=True, overflow="fold", min_width=longest, **kwargs)
+
+
+def _workers_layout(
+    rows: Sequence[Mapping[str, Any]], now: float, amounts: bool, storage: bool
+) -> Table:
+    table = Table()
+    id_column(table, "ID", [str(w.get("worker_id", "?")) for w in rows])
+    # Every other column may wrap: squeezed, they give way to the ids.
+    fold: dict[str, Any] = {"overflow": "fold"}
+    right: dict[str, Any] = {"overflow": "fold", "justify": "right"}
+    table.add_column("Address", **fold)
+    table.add_column("Active", **fold)
+    table.add_column("CPU", **right)
+    table.add_column("Mem (GiB)" if amounts else "Mem", **right)
+    if storage:
+        table.add_column("Disk (GiB)" if amounts else "Disk", **right)
+    table.add_column("GPU", **right)
+    table.add_column("Tasks", **right)
+    table.add_column("Heartbeat", **right)
+    for worker in rows:
+        label, style = worker_state(worker)
+        cells: list[RenderableType] = [
+            plain(worker.get("worker_id", "?")),
+            plain(worker.get("address") or UNKNOWN),
+            Text(label, style=style),
+            usage_cell(worker, "cpu", amounts),
+            usage_cell(worker, "memory", amounts),
+        ]
+        if storage:
+            cells.append(usage_cell(worker, "storage", amounts))
+        cells += [
+            usage_cell(worker, "gpu", amounts),
+            str(len(worker.get("running_tasks") or [])),
+            ago(worker.get("last_update"), now),
+        ]
+        table.add_row(*cells)
+    return table
+
 
 def workers_table(workers: Iterable[Mapping[str, Any]], now: float) -> RenderableType:
+    """One row per worker, sorted by id. As much as the width allows: usage with the
+    amounts (``42.0% of 8`` cores, ``5.3/16`` GiB) and storage when it fits, the
+    percentages alone when not; ids always whole."""
     rows = sorted(workers, key=lambda w: str(w.get("worker_id", "")))
     if not rows:
         return Text("no workers registered (use: register <worker_id> <ip:port>)")
-    table = Table()
-    table.add_column("ID", no_wrap=True, overflow="fold")
-    table.add_column("Address", no_wrap=True)
-    table.add_column("Active", no_wrap=True)
-    table.add_column("CPU", justify="right", no_wrap=True)
-    table.add_column("Mem", justify="right", no_wrap=True)
-    table.add_column("GPU", justify="right", no_wrap=True)
-    table.add_column("Tasks", justify="right", no_wrap=True)
-    table.add_column("Heartbeat", justify="right", no_wrap=True)
-    for worker in rows:
-        label, style = worker_state(worker)
-        table.add_row(
-            plain(worker.get("worker_id", "?")),
-            plain(worker.get("address") or "-"),
-            Text(label, style=style),
-            percent_text(worker.get("cpu_usage")),
-            percent_text(worker.get("memory_usage")),
-            percent_text(worker.get("gpu_usage")),
-            str(len(worker.get("running_tasks") or [])),
-            ago(worker.get("last_update"), now),
-        )
-    return table
+    return KeepIds(
+        _workers_layout(rows, now, amounts=True, storage=True),
+        _workers_layout(rows, now, amounts=True, storage=False),
+        _workers_layout(rows, now, amounts=False, storage=False),
+    )
 
 
 def worker_detail(worker: Mapping[str, Any], now: float) -> RenderableType:
     label, style = worker_state(worker)
+    worker_id = str(worker.get("worker_id", "?"))
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
-    grid.add_column()
-    grid.add_row("Worker", plain(worker.get("worker_id", "?")))
-    grid.add_row("Address", plain(worker.get("address") or "-"))
+    grid.add_column(min_width=cell_len(worker_id))
+    grid.add_row("Worker", plain(worker_id))
+    grid.add_row("Address", plain(worker.get("address") or UNKNOWN))
     grid.add_row("State", Text(label, style=style))
     grid.add_row("Registered", "yes" if worker.get("registered") else "no")
     grid.add_row("Last heartbeat", ago(worker.get("last_update"), now))
-    grid.add_row(
-        "CPU",
-        Text.assemble(
-            percent_text(worker.get("cpu_usage")),
-            f" of {format_amount(worker.get('total_cpu'), 'cores')}",
-        ),
-    )
-    grid.add_row(
-        "Memory",
-        Text.assemble(
-            percent_text(worker.get("memory_usage")),
-            f" of {format_amount(worker.get('total_memory'), 'GB')}",
-        ),
-    )
-    grid.add_row(
-        "Storage",
-        Text.assemble(
-            percent_text(worker.get("storage_usage")),
-            f" of {format_amount(worker.get('total_storage'), 'GB')}",
-        ),
-    )
-    grid.add_row(
-        "GPU",
-        Text.assemble(
-            percent_text(worker.get("gpu_usage")),
-            f" of {format_amount(worker.get('total_gpu'), 'GPUs')}",
-        ),
-    )
+    grid.add_row("CPU", usage_line(worker, "cpu"))
+    grid.add_row("Memory", usage_line(worker, "memory"))
+    grid.add_row("Storage", usage_line(worker, "storage"))
+    grid.add_row("GPU", usage_line(worker, "gpu"))
     running = worker.get("running_tasks") or []
     if not running:
-        return Group(grid, Text("no running tasks"))
+        return Group(KeepIds(grid), Text("no running tasks"))
     tasks = Table()
-    tasks.add_column("Task", no_wrap=True)
-    tasks.add_column("Status", no_wrap=True)
-    tasks.add_column("CPU alloc", justify="right")
-    tasks.add_column("Mem alloc", justify="right")
-    tasks.add_column("GPU alloc", justify="right")
-    tasks.add_column("CPU use", justify="right")
-    tasks.add_column("RSS", justify="right")
+    id_column(tasks, "Task", [str(t.get("task_id", "?")) for t in running])
+    right: dict[str, Any] = {"overflow": "fold", "justify": "right"}
+    tasks.add_column("Status", overflow="fold")
+    tasks.add_column("CPU alloc", **right)
+    tasks.add_column("Mem alloc (GiB)", **right)
+    tasks.add_column("GPU alloc", **right)
+    tasks.add_column("CPU use", **right)
+    tasks.add_column("RSS", **right)
     for task in running:
         tasks.add_row(
             plain(task.get("task_id", "?")),
@@ -229,14 +380,13 @@ def worker_detail(worker: Mapping[str, Any], now: float) -> RenderableType:
             format_percent(task.get("cpu_usage")),
             format_bytes(task.get("memory_used_bytes")),
         )
-    return Group(grid, tasks)
+    return Group(KeepIds(grid), KeepIds(tasks))
 
 
 def format_bytes(value: Any) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "-"
+    number = finite(value)
+    if number is None:
+        return UNKNOWN
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(number) < 1024:
             return f"{number:.0f} {unit}" if unit == "B" else f"{number:.1f} {unit}"
@@ -245,16 +395,16 @@ def format_bytes(value: Any) -> str:
 
 
 def tasks_table(tasks: Iterable[Mapping[str, Any]], now: float) -> RenderableType:
-    rows = sorted(tasks, key=lambda t: float(t.get("submitted_at") or 0.0))
+    rows = sorted(tasks, key=lambda t: finite(t.get("submitted_at")) or 0.0)
     if not rows:
         return Text("no tasks")
     table = Table()
-    table.add_column("Task", no_wrap=True, overflow="fold")
-    table.add_column("Worker", no_wrap=True)
+    id_column(table, "Task", [str(t.get("task_id", "?")) for t in rows])
+    id_column(table, "Worker", [str(t.get("worker_id", "?")) for t in rows])
     table.add_column("Image / command", overflow="ellipsis", max_width=40)
-    table.add_column("Status", no_wrap=True)
-    table.add_column("Submitted", justify="right", no_wrap=True)
-    table.add_column("Exit", justify="right", no_wrap=True)
+    table.add_column("Status", overflow="fold")
+    table.add_column("Submitted", justify="right", overflow="fold")
+    table.add_column("Exit", justify="right", overflow="fold")
     table.add_column("Message", overflow="ellipsis", max_width=40)
     for task in rows:
         exit_code = task.get("exit_code")
@@ -264,10 +414,10 @@ def tasks_table(tasks: Iterable[Mapping[str, Any]], now: float) -> RenderableTyp
             plain(task_what(task)),
             status_text(str(task.get("status", "?"))),
             ago(task.get("submitted_at"), now),
-            "-" if exit_code is None else str(exit_code),
+            UNKNOWN if exit_code is None else str(exit_code),
             plain(task.get("message") or ""),
         )
-    return table
+    return KeepIds(table)
 
 
 def status_panel(summary: Mapping[str, Any]) -> RenderableType:

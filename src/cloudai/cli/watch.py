@@ -12,16 +12,27 @@ from typing import Any, TextIO
 import aiohttp
 import orjson
 
+from cloudai import views
 from cloudai.backoff import Backoff
+from cloudai.settings import ClientSettings
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("watch", help="print live telemetry from a master")
-    p.add_argument("--url", default="ws://127.0.0.1:8080", help="master HTTP/WebSocket base URL")
-    p.add_argument("--worker", help="only this worker")
-    p.add_argument("--json", action="store_true", help="print raw JSON messages")
+    p = subparsers.add_parser(
+        "watch",
+        help="print each worker's live telemetry, one line per update",
+        description="Print the master's live telemetry stream, one line per worker update; "
+        "reconnects by itself.",
+    )
+    p.add_argument(
+        "--url",
+        help="the master's HTTP or WebSocket address (env CLOUDAI_URL; "
+        "default ws://127.0.0.1:8080)",
+    )
+    p.add_argument("--worker", metavar="WORKER_ID", help="only this worker")
+    p.add_argument("--json", action="store_true", help="print the raw JSON messages")
     p.add_argument("--count", type=int, default=0, help="exit after N messages (0: never)")
     p.set_defaults(func=run)
 
@@ -35,14 +46,25 @@ def stream_url(base: str, worker: str | None) -> str:
     return f"{base}/{worker}" if worker else base
 
 
-def format_worker(state: dict[str, Any]) -> str:
+def format_worker(state: dict[str, Any], now: float | None = None) -> str:
+    """One line: id, state, usage percentages (``-`` when not known), tasks, last seen."""
     tasks = state.get("running_tasks") or []
     flag = "active" if state.get("is_active") else "INACTIVE"
-    age = max(0, int(time.time()) - int(state.get("last_update", 0)))
+    last = views.finite(state.get("last_update"))
+    seen = (
+        "never seen"
+        if last is None
+        else f"seen {views.ago(last, time.time() if now is None else now)}"
+    )
+
+    def usage(name: str) -> str:
+        value = views.usage(state, name)
+        return f"{views.format_percent(value):>6}"
+
     return (
-        f"{state.get('worker_id', '?'):<24} {flag:<8} cpu {state.get('cpu_usage', 0):5.1f}%  "
-        f"mem {state.get('memory_usage', 0):5.1f}%  gpu {state.get('gpu_usage', 0):5.1f}%  "
-        f"tasks {len(tasks):<3} seen {age}s ago"
+        f"{state.get('worker_id', '?'):<24} {flag:<8} cpu {usage('cpu_usage')}  "
+        f"mem {usage('memory_usage')}  gpu {usage('gpu_usage')}  "
+        f"tasks {len(tasks):<3} {seen}"
     )
 
 
@@ -66,7 +88,8 @@ async def watch(url: str, raw: bool = False, count: int = 0, out: TextIO = sys.s
                             if not message:
                                 print("# no workers yet", file=out, flush=True)
                             for state in message.values():
-                                print(format_worker(state), file=out, flush=True)
+                                if isinstance(state, dict):
+                                    print(format_worker(state), file=out, flush=True)
                         if count and received >= count:
                             return 0
                 reason = f"closed ({ws.close_code})"
@@ -79,6 +102,7 @@ async def watch(url: str, raw: bool = False, count: int = 0, out: TextIO = sys.s
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(watch(stream_url(args.url, args.worker), args.json, args.count))
+        url = stream_url(ClientSettings.load(url=args.url).url, args.worker)
+        return asyncio.run(watch(url, args.json, args.count))
     except KeyboardInterrupt:
         return 0
