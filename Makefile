@@ -17,9 +17,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/cloudai up --workers $${WORKERS:-3}
 
+# Gates, cheapest first; the first that fails stops the run. COVERAGE_FLOOR: the total
+# coverage (src/cloudai, with the processes the integration tests start) below which the
+# run fails.
+COVERAGE_FLOOR ?= 84
+
 test: $(STAMP)
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q --cov=cloudai --cov-report=term-missing:skip-covered \
+		--cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
@@ -32,4 +41,4 @@ proto: $(STAMP)
 	scripts/gen_proto.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .coverage .coverage.*

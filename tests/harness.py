@@ -93,6 +93,19 @@ class Process:
             self.proc.kill()
             self.proc.wait()
 
+    def close(self, timeout: float = 5.0) -> None:
+        """End the process after a test: SIGTERM, then SIGKILL after ``timeout`` s.
+
+        Unlike ``kill()`` it lets the process exit cleanly, which is also when it writes
+        its coverage data (``make test``): a killed process counts for nothing.
+        """
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
 
 def start_process(
     args: list[str], workdir: Path, name: str, timeout: float = 20.0, **env: str
@@ -201,7 +214,7 @@ def wait_heartbeat(http_url: str, worker_id: str, timeout: float = 20.0) -> dict
 
     def seen() -> dict[str, Any] | None:
         try:
-            view = api.worker(worker_id)
+            view = api.worker(worker_id).model_dump(mode="json")
         except ApiError:  # not registered yet
             return None
         return view if view.get("is_active") and (view.get("memory_usage") or 0) > 0 else None

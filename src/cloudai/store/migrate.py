@@ -64,7 +64,7 @@ def upgrade(engine: Engine) -> str:
                 f"the database schema is at revision {before!r}, which this version of"
                 " cloudai does not know: it was written by a newer cloudai; upgrade cloudai"
             )
-        if before == script.get_current_head():
+        if before is not None and before == script.get_current_head():
             return before
         config.attributes["connection"] = conn
         command.upgrade(config, "head")

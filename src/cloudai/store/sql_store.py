@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    Insert,
     Table,
     delete,
     func,
@@ -102,7 +101,7 @@ class SqlStore(Store):
         if self._closed:
             raise StoreError("the store is closed")
 
-    def _insert(self, table: Table) -> Insert:
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         """INSERT with the dialect's ON CONFLICT support."""
         if self.backend == "postgresql":
             return postgresql.insert(table)
@@ -258,8 +257,9 @@ class SqlStore(Store):
         values.pop("id")
         try:
             with self._write() as conn:
-                result = conn.execute(insert(_A).values(**values))
-                new_id = int(result.inserted_primary_key[0])
+                key = conn.execute(insert(_A).values(**values)).inserted_primary_key
+                assert key is not None  # a single-row INSERT always reports its key
+                new_id = int(key[0])
         except IntegrityError:
             raise NotFoundError(f"no task {record.task_id!r} to assign") from None
         record.id = new_id

@@ -372,8 +372,8 @@ class MasterClient:
     async def _stream(self, stub: rpc.MasterWorkerStub, backoff: Backoff) -> _End:
         call = stub.StreamHeartbeats()
         self.stats.streams_opened += 1
-        response: asyncio.Future[pb.HeartbeatAck] = asyncio.ensure_future(call)  # type: ignore[arg-type]
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        response: asyncio.Future[pb.HeartbeatAck] = asyncio.ensure_future(call)
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
         try:
             while not self._stopping.is_set() and not response.done():
                 heartbeat = await self._heartbeat()

@@ -28,7 +28,7 @@ class NvmlGpuProvider:
     """Mean utilisation over all GPUs and their number; thread-safe, lazily initialised."""
 
     def __init__(self, nvml: Any = None) -> None:
-        self._nvml = nvml if nvml is not None else _load_pynvml()
+        self._nvml: Any = nvml if nvml is not None else _load_pynvml()
         self._lock = threading.Lock()
         self._initialised = False
         self._disabled = self._nvml is None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from cloudai.store import SqlStore, StoreError, open_store
+from cloudai.store import SqlStore, open_store
 from cloudai.store.urls import display_url, resolve_url
 
 
@@ -60,9 +60,3 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 10_000
-
-
-def test_unreachable_postgresql_is_a_store_error(tmp_path: Path) -> None:
-    # Port 1 on loopback: connection refused at once.
-    with pytest.raises(StoreError):
-        open_store("postgresql://postgres@127.0.0.1:1/none", tmp_path)

@@ -1,23 +1,14 @@
-"""Shared helpers for the worker's unit tests, as fixtures."""
+"""Fixtures for the worker's tests against fake masters: real gRPC servers on loopback."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import pytest
 
 from cloudai.proto import pb, rpc
-from tests.harness import async_wait_until
-
-
-@pytest.fixture
-def eventually() -> Callable[..., Awaitable[Any]]:
-    """Wait until ``predicate()`` is truthy (polling a condition, with a timeout)."""
-    return async_wait_until
-
 
 # -- a fake master -----------------------------------------------------------------------------
 
