@@ -50,6 +50,8 @@ def test_bench_run_produces_sane_figures(mode: str) -> None:
     # heartbeats as missed. The exact accounting is unit-tested (tests/unit/bench).
     assert ws["missed"] <= record["sent"] * ws["tracked_clients"] // 20
     assert ws["deliveries_per_s"] > 0 and ws["dropped_clients"] == 0
+    # Which heartbeats the master may merge: its own tick, read from GET /api/status.
+    assert ws["fanout_tick_from"] == "master" and ws["fanout_tick_ms"] == pytest.approx(5.0)
     # The paused client ends with every worker's latest state.
     assert record["slow"]["stale"] == 0 and record["slow"]["messages"] > 0
     master = record["master"]

@@ -5,9 +5,10 @@ Modules, one job each:
 - ``histogram``: latency histogram with ~1 % relative precision, mergeable across processes;
 - ``schedule``: open-loop send times, worker partitioning, heartbeat tags;
 - ``h2frames`` / ``h2client``: a minimal HTTP/2 gRPC client (unary and client-streaming),
-  ~10x cheaper per call than grpc.aio so the generator is not the bottleneck;
+  ~10x cheaper per call than grpc.aio and 2x cheaper than the ``h2`` library, so the
+  generator is not the bottleneck (tested against a grpc.aio server);
 - ``heartbeats``: pre-encoded heartbeat messages whose cpu_usage carries the tag;
-- ``wsframes`` / ``wsclient``: a light WebSocket client (frame parser, no library);
+- ``wsclient``: the dashboard clients' WebSocket connection, on ``picows``;
 - ``tracking``: what a dashboard client saw, latency and missed-update accounting;
 - ``shared``: arrays shared by the processes (send times, accepted heartbeats);
 - ``generator`` / ``clients``: the worker-simulating and dashboard-simulating processes;

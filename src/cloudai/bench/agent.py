@@ -1,5 +1,6 @@
-"""The worker agent's own cost: one real ``cloudai worker`` heartbeating into a fresh
-master at its normal interval, its CPU (children included) and RSS over a window."""
+"""The worker agent's own cost: one real worker agent (the ``worker`` command)
+heartbeating into a fresh master at its normal interval, its CPU (children included)
+and RSS over a window."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--agent-seconds",
         type=float,
         metavar="S",
-        help="instead of a load test: measure one real `cloudai worker` (CPU, RSS) over S s",
+        help="instead of a load test: measure one real worker agent (CPU, RSS) over S s",
     )
     target.add_argument(
         "--print-register",
@@ -89,7 +89,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print `register <id> <ip:port>` for every simulated worker and exit",
     )
     own = p.add_argument_group("own master")
-    own.add_argument("--ws-batch-ms", type=float, help="its fan-out tick (its default: 5)")
+    own.add_argument(
+        "--ws-batch-ms",
+        type=float,
+        help="its fan-out tick (its default: 5); with --grpc, the tick assumed when the "
+        "master's /api/status does not report fanout_tick_ms",
+    )
     own.add_argument("--inactivity-timeout", type=float, help="seconds (its default: 30)")
     own.add_argument("--master-arg", action="append", default=[], help="extra flag, repeatable")
     out = p.add_argument_group("output")

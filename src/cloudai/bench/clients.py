@@ -145,8 +145,8 @@ class ClientGroup:
             await asyncio.sleep(idle / 3)
         return time.monotonic() - started
 
-    def result(self, cpu_seconds: float, quiet_wait: float) -> dict[str, Any]:
-        config = self.spec.config
+    def result(self, cpu_seconds: float, quiet_wait: float, window: float) -> dict[str, Any]:
+        """Figures of every client; ``window``: see ``config.batch_window``."""
         shared = self.shared
         accepted = shared.accepted_tags()
         last_accepted = list(shared.last_accepted)
@@ -160,7 +160,7 @@ class ClientGroup:
             if isinstance(state, Tracker):
                 tracked += 1
                 latency.merge(state.latency)
-                gaps = state.gaps(self.layout, accepted, shared.states, config.batch_window)
+                gaps = state.gaps(self.layout, accepted, shared.states, window)
                 missed += gaps[0]
                 coalesced += gaps[1]
                 stale += state.stale(last_accepted)
@@ -214,9 +214,9 @@ async def _main(spec: ClientSpec, pipe: Connection) -> None:
         cpu0 = time.process_time()
         await asyncio.sleep(max(0.0, end - time.monotonic()))
         cpu1 = time.process_time()
-        message = await receive(pipe)
+        message = await receive(pipe)  # ("stop", batch window in seconds)
         quiet_wait = await group.quiet()
-        pipe.send(("result", group.result(cpu1 - cpu0, quiet_wait)))
+        pipe.send(("result", group.result(cpu1 - cpu0, quiet_wait, message[1])))
     except Exception as exc:  # reported to the coordinator, which prints it
         pipe.send(("error", f"client process {spec.index}: {type(exc).__name__}: {exc}"))
     finally:

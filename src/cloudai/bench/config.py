@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 MODES = ("unary", "stream")
 TARGETS = ("ours", "floor")  # a master of ours, or the do-nothing gRPC server
+DEFAULT_TICK_MS = 5.0  # our master's --ws-batch-ms default
 
 
 @dataclass(slots=True)
@@ -69,11 +70,22 @@ class BenchConfig:
         return max(1, min(4, (total + 249) // 250))
 
     @property
-    def batch_window(self) -> float:
-        """Seconds within which the master may merge two heartbeats of one worker: its
-        tick (the configured one, longer with many clients; see ``tick_interval``)."""
-        from cloudai.master.ws_hub import MAX_FRAME_RATE, tick_interval
+    def assumed_tick_ms(self) -> float:
+        """The fan-out tick to assume when the master does not report its own: the
+        ``--ws-batch-ms`` given, else our master's default (5 ms)."""
+        return DEFAULT_TICK_MS if self.ws_batch_ms is None else self.ws_batch_ms
 
-        tick = 0.005 if self.ws_batch_ms is None else self.ws_batch_ms / 1000.0
-        clients = self.clients + self.slow_clients
-        return tick_interval(tick, clients, MAX_FRAME_RATE) + 0.001
+
+def batch_window(tick_ms: float) -> float:
+    """Seconds within which the master may merge two heartbeats of one worker into one
+    frame: its fan-out tick plus 1 ms of timer slack.
+
+    The tick comes from the master at run time (``fanout_tick_ms`` of ``GET
+    /api/status``, read by the coordinator once every client is connected and again at
+    the end of the load, the longer kept): our master lengthens its configured tick with
+    many clients, and only the master knows by how much. For a master that does not
+    report it, the coordinator falls back to ``BenchConfig.assumed_tick_ms``: if such a
+    master lengthens its tick, heartbeats it merged on purpose are counted as missed, so
+    the assumption can only overstate what was missed, never hide it.
+    """
+    return max(0.0, tick_ms) / 1000.0 + 0.001

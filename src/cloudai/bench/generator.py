@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from cloudai.bench import h2client
-from cloudai.bench import h2frames as h2
 from cloudai.bench.config import BenchConfig
 from cloudai.bench.heartbeats import HeartbeatTemplate, worker_info
 from cloudai.bench.histogram import Histogram
@@ -117,7 +116,7 @@ class Generator:
                 self._registration = _Registration(len(batch))
                 for j in batch:
                     conn = self.conn_of(j)
-                    headers = h2.request_headers(SERVICE + "RegisterWorker", conn.authority)
+                    headers = conn.request_headers(SERVICE + "RegisterWorker")
                     conn.unary(headers, worker_info(self.ids[j], address), ("register", j))
                 await asyncio.wait_for(self._registration.done.wait(), ANSWER_TIMEOUT)
                 retry += self._registration.retry
@@ -140,7 +139,7 @@ class Generator:
                 for j in todo[start : start + REGISTER_BATCH]:
                     self.stream_results.pop(j, None)
                     conn = self.conn_of(j)
-                    headers = h2.request_headers(SERVICE + "StreamHeartbeats", conn.authority)
+                    headers = conn.request_headers(SERVICE + "StreamHeartbeats")
                     self.streams[j] = conn.open_stream(headers, ("stream", j))
                 await asyncio.sleep(STREAM_OPEN_PAUSE)
             await asyncio.sleep(STREAM_SETTLE)
@@ -205,7 +204,7 @@ class Generator:
         states = self.states
         conns = [self.conn_of(j) for j in range(n)]
         unary = self.spec.config.mode == "unary"
-        headers = [h2.request_headers(SERVICE + "SendHeartbeat", c.authority) for c in conns]
+        headers = [c.request_headers(SERVICE + "SendHeartbeat") for c in conns]
         streams = self.streams
         lag = self.lag
         monotonic = time.monotonic

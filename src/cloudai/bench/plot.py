@@ -52,7 +52,7 @@ def plot_sweep(records: list[dict[str, Any]], path: Path, title: str = "") -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
+    panels: list[tuple[str, list[tuple[str, tuple[str, ...]]]]] = [
         ("gRPC latency (ms)", [("p50", ("rpc_ms", "p50")), ("p99", ("rpc_ms", "p99"))]),
         (
             "heartbeat -> WebSocket client (ms)",

@@ -11,7 +11,7 @@ from typing import Any
 from cloudai.bench.config import BenchConfig
 from cloudai.bench.monitor import ProcessMonitor
 
-_VERSIONED = ("cloudai", "grpcio", "protobuf", "aiohttp", "uvloop", "orjson", "psutil")
+_VERSIONED = ("cloudai", "grpcio", "protobuf", "aiohttp", "uvloop", "orjson", "psutil", "picows")
 
 
 def versions() -> dict[str, str]:
@@ -89,6 +89,9 @@ def build_record(
             "untracked_shortfall": cli["untracked_shortfall"],
             "dropped_clients": cli["dropped"],
             "catch_up_s": round(cli["quiet_wait"], 2),  # after the drain, until all quiet
+            # the tick that decided "coalesced": reported by the master, or assumed
+            "fanout_tick_ms": cli.get("fanout_tick_ms"),
+            "fanout_tick_from": cli.get("fanout_tick_from"),
         }
         if config.slow_clients:
             record["slow"] = {

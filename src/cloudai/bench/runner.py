@@ -8,19 +8,21 @@ last answers -> drain -> clients report -> (own master stopped) -> one result di
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from cloudai.addresses import split_host_port
 from cloudai.bench.clients import ClientSpec, clients_main
-from cloudai.bench.config import BenchConfig
+from cloudai.bench.config import BenchConfig, batch_window
 from cloudai.bench.generator import GeneratorSpec, generator_main
 from cloudai.bench.histogram import Histogram
 from cloudai.bench.local_master import ChildServer, FloorMaster, LocalMaster
@@ -60,6 +62,34 @@ def _split_ws_url(url: str) -> tuple[str, int, str]:
     return parts.hostname or "127.0.0.1", parts.port or 80, path
 
 
+def status_url(ws_url: str) -> str:
+    """The master's ``/api/status`` next to its telemetry WebSocket (one HTTP server)."""
+    host, port, _path = _split_ws_url(ws_url)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/api/status"
+
+
+def fanout_tick_of(document: Any) -> float | None:
+    """``fanout_tick_ms`` of an ``/api/status`` answer (``cloudai.api.models.ClusterSummary``):
+    the master's current fan-out tick; None when the master does not report it."""
+    if not isinstance(document, dict):
+        return None
+    value = document.get("fanout_tick_ms")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(value)
+
+
+def read_fanout_tick(ws_url: str, timeout: float = 2.0) -> float | None:
+    """The master's fan-out tick in ms, or None (no such endpoint, a token needed, ...).
+
+    ``GET /api/status`` needs no token from loopback on our master."""
+    try:
+        with urllib.request.urlopen(status_url(ws_url), timeout=timeout) as response:
+            return fanout_tick_of(json.load(response))
+    except (OSError, ValueError):
+        return None
+
+
 def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
@@ -76,10 +106,11 @@ def _await_all(
         if left <= 0:
             names = ", ".join(child.name for child in pending.values())
             raise BenchError(f"no {kind!r} from {names} after {timeout:.0f} s")
-        for pipe in wait(list(pending), timeout=min(left, SAMPLE_INTERVAL)):
-            child = pending.pop(pipe)  # type: ignore[call-overload]
+        for ready in wait(list(pending), timeout=min(left, SAMPLE_INTERVAL)):
+            pipe = cast(Connection, ready)
+            child = pending.pop(pipe)
             try:
-                message = pipe.recv()  # type: ignore[union-attr]
+                message = pipe.recv()
             except EOFError:
                 raise BenchError(f"{child.name} exited (code {child.process.exitcode})") from None
             if message[0] == "error":
@@ -114,6 +145,7 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
     children: list[_Child] = []
     shared: SharedArrays | None = None
     try:
+        master_pid: int | None
         if config.grpc is None:
             if config.target == "floor":
                 master = FloorMaster(workdir)
@@ -180,6 +212,9 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
         if monitor is not None:
             quiet = monitor.wait_quiet(SETTLE_CPU, SETTLE_TIMEOUT)
             say(f"master settled after registration ({quiet:.1f} s)")
+        # The master's fan-out tick with every client connected: it decides which
+        # heartbeats the master may merge (``batch_window``). Read again after the load.
+        fanout_ticks = [read_fanout_tick(ws_url)] if clients else []
         start = time.monotonic() + START_DELAY
         end = start + config.duration
         for child in children:
@@ -197,13 +232,22 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
             resume = start + config.slow_after + config.slow_for
             drain_until = max(drain_until, resume + config.drain)
         _sleep_until(drain_until, tick)
+        fanout: dict[str, Any] = {}
+        if clients:
+            fanout_ticks.append(read_fanout_tick(ws_url))
+            reported = [t for t in fanout_ticks if t is not None]
+            fanout = {
+                "fanout_tick_ms": max(reported) if reported else config.assumed_tick_ms,
+                "fanout_tick_from": "master" if reported else "assumed",
+            }
+        window = batch_window(fanout.get("fanout_tick_ms", config.assumed_tick_ms))
         for child in clients:
-            child.pipe.send(("stop",))
+            child.pipe.send(("stop", window))
         client_results = _await_all(clients, "result", 120.0, tick)
         return build_record(
             config,
             _merge_generators(list(gen_results.values())),
-            _merge_clients(list(client_results.values())) if client_results else None,
+            {**_merge_clients(list(client_results.values())), **fanout} if client_results else None,
             monitor,
             {
                 "generators": layout.generators,

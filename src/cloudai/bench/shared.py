@@ -16,6 +16,7 @@ from __future__ import annotations
 import mmap
 import os
 from pathlib import Path
+from typing import Any
 
 SENT, ACCEPTED, FAILED = 1, 2, 3
 
@@ -43,7 +44,7 @@ class SharedArrays:
         finally:
             os.close(fd)
         view = memoryview(self._map)
-        self._views = [view]
+        self._views: list[memoryview[Any]] = [view]
         self.send_times = view[:times].cast("d")
         self.states = view[times : times + states]
         self.last_accepted = view[times + states : times + states + last].cast("q")

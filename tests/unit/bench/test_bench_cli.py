@@ -5,8 +5,9 @@ import argparse
 import pytest
 
 from cloudai.bench import cli
-from cloudai.bench.config import BenchConfig
+from cloudai.bench.config import BenchConfig, batch_window
 from cloudai.bench.report import table
+from cloudai.bench.runner import fanout_tick_of, status_url
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -62,10 +63,26 @@ def test_inconsistent_settings_are_refused() -> None:
         parse("--target", "go")
 
 
-def test_batch_window_follows_the_masters_tick() -> None:
-    assert BenchConfig(clients=100).batch_window == pytest.approx(0.006)
-    assert BenchConfig(clients=1000).batch_window == pytest.approx(0.026)  # 1,000 / 40,000/s
-    assert BenchConfig(clients=10, ws_batch_ms=50).batch_window == pytest.approx(0.051)
+def test_batch_window_is_the_tick_plus_timer_slack() -> None:
+    assert batch_window(5.0) == pytest.approx(0.006)
+    assert batch_window(25.0) == pytest.approx(0.026)
+    assert batch_window(0.0) == pytest.approx(0.001)  # a master that does not batch
+
+
+def test_assumed_tick_is_the_flag_or_our_masters_default() -> None:
+    assert BenchConfig(clients=1000).assumed_tick_ms == 5.0
+    assert BenchConfig(clients=10, ws_batch_ms=50).assumed_tick_ms == 50.0
+
+
+def test_the_masters_tick_is_read_from_its_status() -> None:
+    assert status_url("ws://127.0.0.1:8080/ws/telemetry") == "http://127.0.0.1:8080/api/status"
+    assert status_url("ws://[::1]:9/ws/telemetry") == "http://[::1]:9/api/status"
+    assert fanout_tick_of({"workers": 3, "fanout_tick_ms": 25.0}) == 25.0
+    assert fanout_tick_of({"fanout_tick_ms": 5}) == 5.0
+    # Not reported (another master, an older one, an error document): the bench assumes.
+    for document in ({"workers": 3}, {"fanout_tick_ms": "5"}, {"fanout_tick_ms": 0}, [], None):
+        assert fanout_tick_of(document) is None
+    assert fanout_tick_of({"fanout_tick_ms": True}) is None
 
 
 def test_register_lines_for_masters_that_need_them() -> None:
