@@ -239,8 +239,8 @@ class WorkerNode:
         self._spawn(self._check_docker())
         t = self.totals
         log.info(
-            "worker %s serving gRPC on %s (reachable at %s); %g cores, %.1f GB memory,"
-            " %.1f GB storage, %g GPUs; work dir %s",
+            "worker %s serving gRPC on %s (reachable at %s); %g cores, %.1f GiB memory,"
+            " %.1f GiB storage, %g GPUs; work dir %s",
             self.worker_id,
             join_host_port(settings.host, self.port),
             self.address,

@@ -115,8 +115,8 @@ class TaskManager:
         totals = self.totals
         checks = (
             ("CPU cores", spec.req_cpu, totals.cpu_cores, used["cpu"], "cores"),
-            ("memory", spec.req_memory, totals.memory_gb, used["memory"], "GB"),
-            ("storage", spec.req_storage, totals.storage_gb, used["storage"], "GB"),
+            ("memory", spec.req_memory, totals.memory_gb, used["memory"], "GiB"),
+            ("storage", spec.req_storage, totals.storage_gb, used["storage"], "GiB"),
             ("GPUs", spec.req_gpu, totals.gpu_count, used["gpu"], "GPUs"),
         )
         for what, wanted, total, in_use, unit in checks:
@@ -131,9 +131,9 @@ class TaskManager:
             disk_free = self._storage_free_gb()
             if spec.req_storage > disk_free + _EPSILON:
                 return (
-                    f"task {spec.task_id!r} requests {_amount(spec.req_storage, 'GB')} of storage"
+                    f"task {spec.task_id!r} requests {_amount(spec.req_storage, 'GiB')} of storage"
                     f" but the disk of worker {self.worker_id} has"
-                    f" {_amount(disk_free, 'GB')} free"
+                    f" {_amount(disk_free, 'GiB')} free"
                 )
         return None
 

@@ -69,9 +69,9 @@ def task(task_id: str = "t1", command: str = "echo hi", **kwargs: Any) -> pb.Tas
     [
         (pb.Task(task_id="t1"), "has neither docker_image nor command"),
         (task(req_cpu=3), "requests 3 cores of CPU cores but worker w1 has 2 cores free"),
-        (task(req_memory=4.5), "requests 4.5 GB of memory but worker w1 has 4 GB free"),
+        (task(req_memory=4.5), "requests 4.5 GiB of memory but worker w1 has 4 GiB free"),
         (task(req_gpu=1), "requests 1 GPUs of GPUs but worker w1 has 0 GPUs free"),
-        (task(req_storage=60), "the disk of worker w1 has 50 GB free"),
+        (task(req_storage=60), "the disk of worker w1 has 50 GiB free"),
         (task(req_cpu=float("nan")), "req_cpu must be a finite number >= 0"),
         (task(req_memory=-1), "req_memory must be a finite number >= 0"),
         (task(task_id="../x"), "invalid task: task_id"),
