@@ -30,17 +30,22 @@ def _no_user_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     """A developer's own config file and CLOUDAI_* variables must not steer the tests
     (nor the processes they start, which inherit this environment)."""
     saved = {
-        k: v for k, v in os.environ.items() if k.startswith("CLOUDAI_") or k == "XDG_CONFIG_HOME"
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("CLOUDAI_") or k in ("XDG_CONFIG_HOME", "XDG_DATA_HOME")
     }
     keep = {"CLOUDAI_TEST_PG_URL"}
     for name in saved:
         if name not in keep:
             del os.environ[name]
     os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    # Clients read a local master's admin.token and CA from the default data dir.
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
     try:
         yield
     finally:
         os.environ.pop("XDG_CONFIG_HOME", None)
+        os.environ.pop("XDG_DATA_HOME", None)
         os.environ.update(saved)
 
 

@@ -140,10 +140,17 @@ def start_process(
     return process
 
 
-def start_master(workdir: Path, *args: str, name: str = "master", **env: str) -> Process:
+def start_master(
+    workdir: Path, *args: str, name: str = "master", secure: bool = False, **env: str
+) -> Process:
+    """A real master on ephemeral loopback ports. ``secure``: mutual TLS, HTTPS and
+    tokens, as by default (``extra``: ``ca_file``, ``admin_token``); otherwise
+    ``--insecure``, the plaintext protocol that most protocol tests speak."""
+    mode = [] if secure else ["--insecure"]
     master = start_process(
         [
             "master",
+            *mode,
             "--grpc-port",
             "0",
             "--http-port",
@@ -159,17 +166,43 @@ def start_master(workdir: Path, *args: str, name: str = "master", **env: str) ->
         name,
         **env,
     )
+    scheme = "https" if secure else "http"
     master.extra["grpc"] = f"127.0.0.1:{master.ready['grpc_port']}"
-    master.extra["http"] = f"http://127.0.0.1:{master.ready['http_port']}"
-    master.extra["ws"] = f"ws://127.0.0.1:{master.ready['http_port']}"
+    master.extra["http"] = f"{scheme}://127.0.0.1:{master.ready['http_port']}"
+    master.extra["ws"] = f"{'wss' if secure else 'ws'}://127.0.0.1:{master.ready['http_port']}"
+    if secure:
+        master.extra["ca_file"] = str(workdir / "data" / "tls" / "ca.pem")
+        master.extra["admin_token"] = (workdir / "data" / "admin.token").read_text().strip()
     return master
 
 
+def admin_client(master: Process, token: str | None = None) -> Any:
+    """An ApiClient for ``master`` with its admin token (secure) or none (insecure)."""
+    from cloudai.cli.api_client import ApiClient
+
+    ca_file = master.extra.get("ca_file")
+    return ApiClient(
+        master.extra["http"],
+        token if token is not None else master.extra.get("admin_token"),
+        ca_file=Path(ca_file) if ca_file else None,
+    )
+
+
 def start_worker(
-    workdir: Path, worker_id: str, *args: str, master: str | None = None, **env: str
+    workdir: Path,
+    worker_id: str,
+    *args: str,
+    master: str | None = None,
+    join: str | None = None,
+    **env: str,
 ) -> Process:
-    """A real worker on an ephemeral loopback port (``--master``: it registers itself)."""
+    """A real worker on an ephemeral loopback port (``--master``: it registers itself).
+    ``join``: a join token (secure mode); without one the worker speaks plaintext."""
     extra = ["--master", master] if master else []
+    if join is None:
+        extra.append("--insecure")
+    else:
+        env = {**env, "CLOUDAI_JOIN_TOKEN": join}
     worker = start_process(
         [
             "worker",

@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -29,7 +29,11 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV = "CLOUDAI_CONFIG"
-DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_URL = "https://127.0.0.1:8080"
+ADMIN_TOKEN_FILE = "admin.token"
+"""The master's bootstrap admin token, in its data dir (read by clients on that machine)."""
+CA_FILE = Path("tls") / "ca.pem"
+"""The cluster CA's certificate, under the master's data dir."""
 
 
 class SettingsError(ValueError):
@@ -132,12 +136,53 @@ def describe(exc: ValidationError) -> str:
 
 
 class ClientSettings(CloudAISettings):
-    """What the ``cloudai`` client commands need to reach a master's HTTP API."""
+    """What the ``cloudai`` client commands need to reach a master's HTTP API.
+
+    On the master's machine nothing needs configuring: without a token, the master's
+    bootstrap admin token is read from ``<default data dir>/admin.token`` (if this user
+    may read it); without a CA file, an https URL is verified against
+    ``<default data dir>/tls/ca.pem`` (if it exists)."""
 
     config_table: ClassVar[str] = "client"
 
     url: str = Field(DEFAULT_URL, description="the master's HTTP address")
     admin_token: str | None = Field(
-        None, description="bearer token for the admin API (CLOUDAI_ADMIN_TOKEN)"
+        None, description="bearer token for the API (CLOUDAI_ADMIN_TOKEN)"
+    )
+    ca_file: Path | None = Field(
+        None, description="CA certificate the master's HTTPS certificate is checked against"
     )
     timeout: float = Field(10.0, gt=0, description="seconds to wait for an answer")
+
+    @model_validator(mode="after")
+    def _same_machine_defaults(self) -> Self:
+        if not self.admin_token:
+            self.admin_token = local_admin_token()
+        if self.ca_file is not None:
+            self.ca_file = self.ca_file.expanduser()
+        elif uses_tls(self.url):
+            self.ca_file = local_ca_file()
+        return self
+
+
+def uses_tls(url: str) -> bool:
+    """True for an https or wss address, and for one without a scheme (HTTPS is the
+    default)."""
+    text = url.strip().lower()
+    return text.startswith(("https://", "wss://")) or "://" not in text
+
+
+def local_admin_token(data_root: Path | None = None) -> str | None:
+    """The bootstrap admin token of a master on this machine, if this user can read it."""
+    path = (data_root or default_data_root()) / ADMIN_TOKEN_FILE
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
+
+
+def local_ca_file(data_root: Path | None = None) -> Path | None:
+    """The CA certificate of a master on this machine, if there is one."""
+    path = (data_root or default_data_root()) / CA_FILE
+    return path if path.is_file() else None

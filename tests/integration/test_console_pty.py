@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def console(tmp_path: Path) -> Iterator[tuple[PtyTerminal, ApiClient]]:
     term = PtyTerminal(
         cloudai_command(
             "master",
+            "--insecure",  # the admin-first flow of the plaintext protocol (Go workers)
             "--grpc-port",
             "0",
             "--http-port",
@@ -170,32 +172,49 @@ def test_ctrl_c_on_an_empty_line_stops_the_master(
     assert term.wait() == 0
 
 
-def test_cloudai_up_starts_a_cluster_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    """What `make run` runs: the workers register, the banner says how to stop, Ctrl-C on
-    the empty prompt stops the workers and then the master."""
+def test_cloudai_up_starts_a_secured_cluster_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    """What `make run` runs: a secured cluster with nothing to type. The workers join
+    with tokens made for them, and the client commands on the same machine find the
+    master's CA and admin token by themselves (only the URL is given here, since the test
+    uses ephemeral ports). Ctrl-C on the empty prompt stops the workers, then the master."""
+    env = child_env(XDG_DATA_HOME=str(tmp_path / "xdg"))
     term = PtyTerminal(
         cloudai_command(
-            "up",
-            "--workers",
-            "2",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--interval",
-            "0.5",
-            "--data-dir",
-            str(tmp_path / "data"),
+            "up", "--workers", "2", "--grpc-port", "0", "--http-port", "0", "--interval", "0.5"
         ),
-        env=child_env(),
+        env=env,
         cwd=tmp_path,
     )
     try:
-        banner = term.expect(r"HTTP 127\.0\.0\.1:(\d+), workers: local-1, local-2", timeout=30)
+        banner = term.expect(r"HTTPS? 127\.0\.0\.1:(\d+), workers: local-1, local-2", timeout=30)
         term.expect(r"stop:\s+Ctrl-C on an empty prompt")
         term.expect(PROMPT)
-        api = ApiClient(f"http://127.0.0.1:{banner[1]}")
-        wait_until(lambda: sum(w.is_active for w in api.workers()) == 2, 30, "2 active workers")
+        client_env = {**env, "CLOUDAI_URL": f"https://127.0.0.1:{banner[1]}"}
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                cloudai_command(*args),
+                env=client_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
+            )
+
+        def active() -> bool:
+            done = cli("workers", "--json")
+            return (
+                done.returncode == 0 and sum(w["is_active"] for w in json.loads(done.stdout)) == 2
+            )
+
+        wait_until(active, 60, "2 active workers")
+        submitted = cli("submit", "local-1", "--cmd", "echo secured-hello", "--id", "t-up")
+        assert submitted.returncode == 0, submitted.stderr
+        wait_until(lambda: "secured-hello" in cli("logs", "t-up").stdout, 30, "the task's logs")
+        top = cli("top", "--once")
+        assert top.returncode == 0 and "local-1" in top.stdout and "local-2" in top.stdout, top
+        watch = cli("watch", "--count", "1")
+        assert watch.returncode == 0 and "local-" in watch.stdout, watch
         mark = term.mark()
         term.write("\x03")
         term.expect(r"stopping the master", since=mark)
@@ -203,3 +222,7 @@ def test_cloudai_up_starts_a_cluster_and_ctrl_c_stops_it(tmp_path: Path) -> None
         assert "Traceback" not in term.text()
     finally:
         term.close()
+        # A master killed by close() leaves its workers (own sessions) behind: end them.
+        for proc in psutil.process_iter(["cmdline"]):
+            if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
+                proc.kill()

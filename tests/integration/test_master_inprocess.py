@@ -11,7 +11,7 @@ import aiohttp
 import grpc
 import pytest
 
-from cloudai.master.server import MasterServer, build_master
+from cloudai.master.server import assemble
 from cloudai.master.settings import MasterSettings
 from cloudai.proto import pb, rpc
 from cloudai.store import StoreError
@@ -37,8 +37,9 @@ async def test_stop_leaves_nothing_behind(tmp_path) -> None:
         http_port=0,
         allowed_workers={"w1": "127.0.0.1:9", "w2": "127.0.0.1:9"},
         data_dir=tmp_path,
+        insecure=True,  # plaintext channels below; the secure master: tests/.../security
     )
-    server = MasterServer(build_master(settings))
+    server = await assemble(settings)
     await server.start()
     grpc_port, http_port = server.grpc_port, server.http_port
     assert grpc_port and http_port
@@ -88,7 +89,7 @@ async def test_a_failed_stage_stops_the_started_ones(tmp_path) -> None:
             http_port=busy,
             data_dir=tmp_path,
         )
-        server = MasterServer(build_master(settings))
+        server = await assemble(settings)
         try:
             await server.start()
         except OSError:

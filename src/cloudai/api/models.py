@@ -11,11 +11,12 @@ keeps working against a newer master.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -23,6 +24,7 @@ from pydantic import (
 )
 
 from cloudai.identifiers import ID_PATTERN, ID_RULE, MAX_ID_LENGTH, check_id
+from cloudai.security.tokens import MAX_TOKEN_LENGTH, Scope
 from cloudai.task_status import TaskStatus
 
 
@@ -237,3 +239,99 @@ class ClusterSummary(Response):
     fanout_tick_ms: float = Field(
         default=0.0, description="the WebSocket fan-out's current batching tick"
     )
+
+
+# -- join tokens, API tokens, joining ------------------------------------------------------
+
+MAX_CSR_LENGTH = 8192
+"""A worker's certificate signing request, PEM: a few hundred bytes in practice."""
+
+
+def _integral(value: object) -> object:
+    """JSON's ``3.0`` is the integer 3 (as JSON Schema says); ``3.5`` and ``"3"`` are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+MAX_TTL_SECONDS = 100 * 365 * 86400.0
+Ttl = Annotated[float, Field(gt=0, le=MAX_TTL_SECONDS, allow_inf_nan=False, description="seconds")]
+
+
+class JoinTokenInfo(Response):
+    """A join token as the master lists it (never its secret)."""
+
+    token_id: str
+    created_at: float = Field(description="Unix seconds")
+    expires_at: float | None = Field(default=None, description="Unix seconds; null: never")
+    uses: int = Field(default=0, description="workers that joined with it")
+    max_uses: int | None = Field(default=None, description="null: any number")
+    worker_id: str | None = Field(default=None, description="the only worker it admits; null: any")
+    revoked_at: float | None = Field(default=None, description="Unix seconds")
+    description: str = ""
+    state: Literal["active", "expired", "revoked", "used up"]
+
+
+class ApiTokenInfo(Response):
+    """An API token as the master lists it (never its secret)."""
+
+    token_id: str
+    scope: Scope
+    name: str = ""
+    created_at: float = Field(description="Unix seconds")
+    expires_at: float | None = Field(default=None, description="Unix seconds; null: never")
+    revoked_at: float | None = Field(default=None, description="Unix seconds")
+    state: Literal["active", "expired", "revoked"]
+
+
+class JoinTokenRequest(Request):
+    """A new join token: how long it lasts, how many workers it admits, which one."""
+
+    ttl_seconds: Ttl | None = Field(default=None, description="null: never expires")
+    uses: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_integral)] | None = Field(
+        default=None, description="null: any number of joins"
+    )
+    worker_id: Identifier | None = Field(default=None, description="null: any worker id")
+    description: str = Field(default="", max_length=500)
+
+
+class ApiTokenRequest(Request):
+    """A new API token: ``read`` may look (GETs and streams), ``admin`` may do anything."""
+
+    scope: Scope = Field(strict=False)  # "read" from Python too, not only from JSON
+    name: str = Field(default="", max_length=200)
+    ttl_seconds: Ttl | None = Field(default=None, description="null: never expires")
+
+
+class CreatedJoinToken(Response):
+    token: str = Field(description="the token's text: shown once, never again")
+    info: JoinTokenInfo
+    command: str = Field(description="the command line that makes a machine join with it")
+
+
+class CreatedApiToken(Response):
+    token: str = Field(description="the token's text: shown once, never again")
+    info: ApiTokenInfo
+
+
+class JoinRequest(Request):
+    """A worker's request to join: a join token and a certificate signing request."""
+
+    token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
+    worker_id: Identifier
+    csr_pem: str = Field(min_length=1, max_length=MAX_CSR_LENGTH)
+
+
+class JoinResponse(Response):
+    """The worker's certificate, signed by the cluster CA, and the CA's certificate."""
+
+    certificate_pem: str
+    ca_pem: str
+
+
+class ClusterCa(Response):
+    """The cluster CA's certificate: what a joining worker fetches first, to compare its
+    fingerprint with the one in its join token before it sends the token anywhere."""
+
+    ca_pem: str
+    fingerprint: str = Field(description="SHA-256 of the certificate's DER, lower-case hex")

@@ -3,10 +3,12 @@
 They call the master's admin JSON API (see ``master/admin_api.py`` and
 ``/api/openapi.json``) through ``ApiClient``, which returns the API's models, so an
 operator can run the cluster from another machine. Common options: ``--url`` (env
-``CLOUDAI_URL``, default http://127.0.0.1:8080), ``--token`` (env
-``CLOUDAI_ADMIN_TOKEN``, sent as ``Authorization: Bearer``) and ``--json`` (print the
-API's JSON instead of a table); the listing commands also take ``--plain``
-(tab-separated rows under a header line, for scripts).
+``CLOUDAI_URL``, default https://127.0.0.1:8080), ``--token`` (env
+``CLOUDAI_ADMIN_TOKEN``, sent as ``Authorization: Bearer``), ``--ca`` (env
+``CLOUDAI_CA_FILE``: the CA the master's certificate is checked against) and ``--json``
+(print the API's JSON instead of a table); the listing commands also take ``--plain``
+(tab-separated rows under a header line, for scripts). On the master's machine the
+token and the CA default to the master's own (see ``ClientSettings``).
 
 Exit status: 0 done; 1 the master refused the call (its message is printed);
 2 bad usage; 3 the master could not be reached.
@@ -19,6 +21,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -28,7 +31,7 @@ from rich.console import Console, RenderableType
 from cloudai import views
 from cloudai.api.models import Task, TaskLogs, Worker
 from cloudai.cli.api_client import ApiClient, ApiError
-from cloudai.settings import DEFAULT_URL, ClientSettings
+from cloudai.settings import DEFAULT_URL, ClientSettings, SettingsError
 from cloudai.task_status import TaskStatus
 
 EXIT_REFUSED = 1
@@ -50,20 +53,35 @@ def _amount(text: str) -> float:
     return value
 
 
-def _connection() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("master connection")
-    group.add_argument(
+TOKEN_HELP = (
+    "API token (env CLOUDAI_ADMIN_TOKEN; default: the master's admin.token on this machine)"
+)
+CA_HELP = (
+    "CA certificate the master's HTTPS certificate is checked against (env CLOUDAI_CA_FILE; "
+    "default: the master's tls/ca.pem on this machine)"
+)
+
+
+def add_connection_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--url, --token and --ca: how to reach the master, and as whom."""
+    parser.add_argument(
         "--url", help=f"the master's HTTP address (env CLOUDAI_URL; default {DEFAULT_URL})"
     )
-    group.add_argument("--token", help="admin token for mutating calls (env CLOUDAI_ADMIN_TOKEN)")
+    parser.add_argument("--token", help=TOKEN_HELP)
+    parser.add_argument("--ca", type=Path, metavar="FILE", help=CA_HELP)
+
+
+def connection_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("master connection")
+    add_connection_options(group)
     group.add_argument(
         "--timeout", type=float, help=f"seconds (default {ClientSettings.default('timeout'):g})"
     )
     return common
 
 
-def _output(listing: bool) -> argparse.ArgumentParser:
+def output_options(listing: bool) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("output").add_mutually_exclusive_group()
     group.add_argument("--json", action="store_true", help="print the API's JSON")
@@ -77,8 +95,8 @@ def _output(listing: bool) -> argparse.ArgumentParser:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    connection = _connection()
-    output, listing = _output(listing=False), _output(listing=True)
+    connection = connection_options()
+    output, listing = output_options(listing=False), output_options(listing=True)
 
     def add(
         name: str,
@@ -149,11 +167,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 # -- plumbing ---------------------------------------------------------------------------------
 
 
+def settings_from_args(args: argparse.Namespace) -> ClientSettings:
+    """Flags over ``CLOUDAI_URL``/``CLOUDAI_ADMIN_TOKEN``/``CLOUDAI_CA_FILE``/
+    ``CLOUDAI_TIMEOUT`` over the config file's ``[client]`` table over the defaults (see
+    ``cloudai.settings``)."""
+    settings: ClientSettings = ClientSettings.load(
+        url=args.url,
+        admin_token=args.token,
+        ca_file=getattr(args, "ca", None),
+        timeout=getattr(args, "timeout", None),
+    )
+    return settings
+
+
+def client_for(settings: ClientSettings) -> ApiClient:
+    return ApiClient(
+        settings.url,
+        settings.admin_token or None,
+        timeout=settings.timeout,
+        ca_file=settings.ca_file,
+    )
+
+
 def client_from_args(args: argparse.Namespace) -> ApiClient:
-    """Flags over ``CLOUDAI_URL``/``CLOUDAI_ADMIN_TOKEN``/``CLOUDAI_TIMEOUT`` over the config
-    file's ``[client]`` table over the defaults (see ``cloudai.settings``)."""
-    settings = ClientSettings.load(url=args.url, admin_token=args.token, timeout=args.timeout)
-    return ApiClient(settings.url, settings.admin_token or None, timeout=settings.timeout)
+    return client_for(settings_from_args(args))
 
 
 def _out() -> Console:
@@ -185,7 +222,7 @@ def print_error(message: str) -> None:
     sys.stderr.flush()
 
 
-def _call(
+def call_api(
     args: argparse.Namespace,
     call: Callable[[ApiClient], T],
     show: Callable[[T], RenderableType | str | None],
@@ -195,6 +232,9 @@ def _call(
     error in one line."""
     try:
         result = call(client_from_args(args))
+    except SettingsError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
     except ApiError as exc:
         print_error(exc.message)
         return EXIT_UNREACHABLE if exc.unreachable else EXIT_REFUSED
@@ -301,13 +341,13 @@ def _dumps(models: Iterable[BaseModel]) -> list[dict[str, Any]]:
 
 def run_workers(args: argparse.Namespace) -> int:
     if args.worker_id:
-        return _call(
+        return call_api(
             args,
             lambda c: c.worker(args.worker_id),
             lambda w: views.worker_detail(w.model_dump(mode="json"), time.time()),
             lambda w: plain_workers([w]),
         )
-    return _call(
+    return call_api(
         args,
         lambda c: c.workers(),
         lambda ws: views.workers_table(_dumps(ws), time.time()),
@@ -316,7 +356,7 @@ def run_workers(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    return _call(
+    return call_api(
         args, lambda c: c.status(), lambda s: views.status_panel(s.model_dump(mode="json"))
     )
 
@@ -330,11 +370,11 @@ def run_register(args: argparse.Namespace) -> int:
             "its MasterRegister (see: cloudai workers)"
         )
 
-    return _call(args, lambda c: c.register(args.worker_id, args.address), show)
+    return call_api(args, lambda c: c.register(args.worker_id, args.address), show)
 
 
 def run_unregister(args: argparse.Namespace) -> int:
-    return _call(
+    return call_api(
         args,
         lambda c: c.unregister(args.worker_id),
         lambda _: f"worker {args.worker_id} unregistered",
@@ -350,7 +390,7 @@ def run_submit(args: argparse.Namespace) -> int:
         message = f" ({task.message})" if task.message else ""
         return f"task {task.task_id} submitted to {task.worker_id}: {task.status}{message}"
 
-    return _call(
+    return call_api(
         args,
         lambda c: c.submit(
             args.worker_id,
@@ -367,7 +407,7 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_tasks(args: argparse.Namespace) -> int:
-    return _call(
+    return call_api(
         args,
         lambda c: c.tasks(status=args.status, worker_id=args.worker),
         lambda tasks: views.tasks_table(_dumps(tasks), time.time()),
@@ -379,13 +419,16 @@ def run_cancel(args: argparse.Namespace) -> int:
     def show(task: Task) -> str:
         return f"task {task.task_id}: {task.message or 'cancellation requested'}"
 
-    return _call(args, lambda c: c.cancel(args.task_id), show)
+    return call_api(args, lambda c: c.cancel(args.task_id), show)
 
 
 def run_logs(args: argparse.Namespace) -> int:
     """Logs go to stdout as they are (pipe-friendly); the status line goes to stderr."""
     try:
         payload: TaskLogs = client_from_args(args).logs(args.task_id)
+    except SettingsError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
     except ApiError as exc:
         print_error(exc.message)
         return EXIT_UNREACHABLE if exc.unreachable else EXIT_REFUSED

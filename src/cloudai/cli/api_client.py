@@ -1,6 +1,9 @@
 """A small synchronous client of the master's admin JSON API (``/api/...``).
 
-HTTP with the standard library (urllib), bodies with the API's own models
+HTTPS (or plain HTTP for a master run with ``--insecure``) with the standard library
+(urllib): the master's certificate is checked against the cluster CA (``ca_file``, the
+master's ``tls/ca.pem``) or, without one, the system's trusted CAs, and its host name
+as usual. Bodies with the API's own models
 (``cloudai.api.models``): each method sends a request model and returns the response
 model, so the client and the master share one contract. The master validates what it
 is sent; the client does not second-guess it. Every failure is an ``ApiError`` with
@@ -10,16 +13,27 @@ master.
 
 from __future__ import annotations
 
+import http.client
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cloudai.api.models import (
+    ApiTokenInfo,
+    ApiTokenRequest,
     ClusterSummary,
+    CreatedApiToken,
+    CreatedJoinToken,
+    JoinRequest,
+    JoinResponse,
+    JoinTokenInfo,
+    JoinTokenRequest,
     Task,
     TaskLogs,
     TaskSubmission,
@@ -27,6 +41,7 @@ from cloudai.api.models import (
     Worker,
     WorkerRegistration,
 )
+from cloudai.security.tokens import Scope
 from cloudai.settings import DEFAULT_URL
 from cloudai.task_status import TaskStatus
 
@@ -51,16 +66,56 @@ class ApiError(Exception):
 
 
 def base_url(url: str | None = None) -> str:
-    """A master's address (or the default) as an http(s) base without a slash. Where the
-    address comes from (flag, ``CLOUDAI_URL``, config file) is ``ClientSettings``' job."""
+    """A master's address (or the default) as an http(s) base without a slash; without a
+    scheme, https. Where the address comes from (flag, ``CLOUDAI_URL``, config file) is
+    ``ClientSettings``' job."""
     text = (url or DEFAULT_URL).strip().rstrip("/")
     if text.startswith("ws://"):
         text = "http://" + text[5:]
     elif text.startswith("wss://"):
         text = "https://" + text[6:]
     elif "://" not in text:
-        text = "http://" + text
+        text = "https://" + text
     return text
+
+
+def client_ssl_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """The client side of HTTPS and WSS: TLS 1.2 or later, the server's certificate
+    checked against ``ca_file`` (else the system's trusted CAs) and its host name.
+    ApiError when ``ca_file`` cannot be read or holds no certificate."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except FileNotFoundError:
+        raise ApiError(f"the CA file {ca_file} does not exist (see --ca)") from None
+    except ssl.SSLError as exc:  # (an OSError too)
+        why = exc.reason or exc
+        raise ApiError(f"the CA file {ca_file} holds no usable certificate: {why}") from None
+    except OSError as exc:
+        raise ApiError(f"cannot read the CA file {ca_file}: {exc.strerror or exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """``Authorization: Bearer <token>``, or nothing without a token."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _tls_problem(url: str, reason: object) -> str | None:
+    """What to tell about a TLS failure reaching ``url`` (None: not a TLS failure)."""
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        why = reason.verify_message or str(reason)
+        return (
+            f"the certificate of the master at {url} is not trusted: {why} (give --ca FILE, "
+            "the master's tls/ca.pem, or run 'cloudai login')"
+        )
+    if isinstance(reason, ssl.SSLError):
+        why = reason.reason or str(reason)
+        return (
+            f"no TLS connection to the master at {url}: {why} (a master run with --insecure "
+            "serves plain HTTP: use an http:// URL)"
+        )
+    return None
 
 
 def _error_message(status: int, reason: str, body: Any) -> str:
@@ -77,11 +132,29 @@ def _error_message(status: int, reason: str, body: Any) -> str:
 
 class ApiClient:
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float = 10.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        ca_file: Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ca_file``: the CA the master's certificate is checked against (default: the
+        system's); ``ssl_context`` replaces that check altogether."""
         self.url = base_url(url)
         self.token = token
         self.timeout = timeout
+        self.ca_file = ca_file
+        self._ssl_context = ssl_context
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS settings of an https URL (made once); None for plain HTTP."""
+        if not self.url.startswith("https://"):
+            return None
+        if self._ssl_context is None:
+            self._ssl_context = client_ssl_context(self.ca_file)
+        return self._ssl_context
 
     # -- transport --------------------------------------------------------------------------
 
@@ -106,9 +179,10 @@ class ApiClient:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        context = self.ssl_context
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw: bytes = response.read()
+            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as answer:
+                raw: bytes = answer.read()
                 return raw
         except urllib.error.HTTPError as exc:
             parsed = _loads(exc.read())
@@ -119,7 +193,7 @@ class ApiClient:
             raise ApiError(
                 f"the master at {self.url} did not answer in {self.timeout:g} s"
             ) from None
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise ApiError(self._unreachable(exc)) from None
 
     def call(
@@ -145,6 +219,16 @@ class ApiClient:
             ) from None
 
     def _unreachable(self, reason: object) -> str:
+        tls = _tls_problem(self.url, reason)
+        if tls is not None:
+            return tls
+        if self.url.startswith("http://") and isinstance(
+            reason, ConnectionResetError | http.client.HTTPException
+        ):
+            return (
+                f"the master at {self.url} closed the connection without an HTTP answer "
+                "(does it serve HTTPS? then use an https:// URL)"
+            )
         if isinstance(reason, ConnectionRefusedError):
             why = "connection refused"
         elif isinstance(reason, TimeoutError):
@@ -213,12 +297,57 @@ class ApiClient:
     def logs(self, task_id: str) -> TaskLogs:
         return self.call(_TASK_LOGS, "GET", f"/api/tasks/{_quote(task_id)}/logs")
 
+    # tokens
+
+    def create_join_token(
+        self,
+        ttl: float | None = None,
+        uses: int | None = None,
+        worker_id: str | None = None,
+        description: str = "",
+    ) -> CreatedJoinToken:
+        """A new join token: ``ttl`` seconds (None: until revoked), ``uses`` joins (None:
+        any number), for ``worker_id`` only (None: any)."""
+        body = JoinTokenRequest.model_construct(
+            ttl_seconds=ttl, uses=uses, worker_id=worker_id, description=description
+        )
+        return self.call(_CREATED_JOIN, "POST", "/api/join-tokens", body)
+
+    def join_tokens(self) -> list[JoinTokenInfo]:
+        return self.call(_JOIN_TOKENS, "GET", "/api/join-tokens")
+
+    def revoke_join_token(self, token_id: str) -> JoinTokenInfo:
+        return self.call(_JOIN_TOKEN, "DELETE", f"/api/join-tokens/{_quote(token_id)}")
+
+    def create_api_token(
+        self, scope: Scope, name: str = "", ttl: float | None = None
+    ) -> CreatedApiToken:
+        body = ApiTokenRequest.model_construct(scope=scope, name=name, ttl_seconds=ttl)
+        return self.call(_CREATED_API, "POST", "/api/tokens", body)
+
+    def api_tokens(self) -> list[ApiTokenInfo]:
+        return self.call(_API_TOKENS, "GET", "/api/tokens")
+
+    def revoke_api_token(self, token_id: str) -> ApiTokenInfo:
+        return self.call(_API_TOKEN, "DELETE", f"/api/tokens/{_quote(token_id)}")
+
+    def join(self, request: JoinRequest) -> JoinResponse:
+        """Join the cluster (no API token needed: the join token is the credential)."""
+        return self.call(_JOIN_RESPONSE, "POST", "/api/join", request)
+
 
 _SUMMARY: TypeAdapter[ClusterSummary] = TypeAdapter(ClusterSummary)
 _WORKER: TypeAdapter[Worker] = TypeAdapter(Worker)
 _TASK: TypeAdapter[Task] = TypeAdapter(Task)
 _TASK_WITH_LOGS: TypeAdapter[TaskWithLogs] = TypeAdapter(TaskWithLogs)
 _TASK_LOGS: TypeAdapter[TaskLogs] = TypeAdapter(TaskLogs)
+_CREATED_JOIN: TypeAdapter[CreatedJoinToken] = TypeAdapter(CreatedJoinToken)
+_JOIN_TOKEN: TypeAdapter[JoinTokenInfo] = TypeAdapter(JoinTokenInfo)
+_JOIN_TOKENS: TypeAdapter[list[JoinTokenInfo]] = TypeAdapter(list[JoinTokenInfo])
+_CREATED_API: TypeAdapter[CreatedApiToken] = TypeAdapter(CreatedApiToken)
+_API_TOKEN: TypeAdapter[ApiTokenInfo] = TypeAdapter(ApiTokenInfo)
+_API_TOKENS: TypeAdapter[list[ApiTokenInfo]] = TypeAdapter(list[ApiTokenInfo])
+_JOIN_RESPONSE: TypeAdapter[JoinResponse] = TypeAdapter(JoinResponse)
 
 
 def _quote(segment: str) -> str:

@@ -21,6 +21,9 @@ from cloudai import __version__
 # children that keep using gRPC; ours exec at once, and the handlers can crash them
 # between fork and exec. Must be set before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# gRPC's core writes a line to stderr for every failed TLS handshake at its default
+# verbosity: a stranger knocking on the port could fill the log. Errors only.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 class CommandEntry(NamedTuple):
@@ -40,6 +43,15 @@ COMMANDS: dict[str, CommandEntry] = {
     "tasks": CommandEntry("cloudai.cli.admin", "list tasks"),
     "cancel": CommandEntry("cloudai.cli.admin", "ask a task's worker to cancel it"),
     "logs": CommandEntry("cloudai.cli.admin", "print a task's logs"),
+    "token": CommandEntry(
+        "cloudai.cli.tokens", "join tokens: let machines join the cluster as workers"
+    ),
+    "api-token": CommandEntry(
+        "cloudai.cli.tokens", "API tokens: let people and programs use the master's API"
+    ),
+    "login": CommandEntry(
+        "cloudai.cli.login", "check a master's address and token, and keep them in the config file"
+    ),
     "top": CommandEntry(
         "cloudai.cli.top", "live full-screen view of the cluster, like htop (h for help, q quits)"
     ),

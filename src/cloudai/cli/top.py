@@ -1,5 +1,6 @@
 """`cloudai top`: a live full-screen view of the cluster, like htop, from the WebSocket
-telemetry stream (``ws://HOST:PORT/ws/telemetry``).
+telemetry stream (``wss://HOST:PORT/ws/telemetry``; ``ws://`` for a master run with
+``--insecure``), with the token and CA of the other client commands.
 
 Per worker: state, CPU/memory/GPU bars, running tasks, last-seen age; a header with
 totals, the connection state and the current sort. The stream carries percentages;
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -36,9 +38,9 @@ from rich.text import Text
 
 from cloudai import views
 from cloudai.backoff import Backoff
-from cloudai.cli.api_client import base_url
-from cloudai.cli.watch import stream_url
-from cloudai.settings import DEFAULT_URL, ClientSettings
+from cloudai.cli.api_client import ApiError, base_url
+from cloudai.cli.watch import add_stream_credentials, stream_settings, stream_url
+from cloudai.settings import DEFAULT_URL, SettingsError
 
 SORT_KEYS = ("id", "cpu", "mem", "gpu", "tasks", "state")
 """``--sort`` values (add, never remove: scripts use them)."""
@@ -72,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--url", help=f"the master's HTTP address (env CLOUDAI_URL; default {DEFAULT_URL})"
     )
+    add_stream_credentials(p)
     p.add_argument("--worker", metavar="WORKER_ID", help="only this worker")
     p.add_argument(
         "--sort",
@@ -457,15 +460,18 @@ async def follow(
     changed: Callable[[], None],
     stop: asyncio.Event,
     backoff: Backoff | None = None,
+    tls: ssl.SSLContext | bool = True,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
-    """Keep ``state`` up to date from the stream; reconnect with back-off until ``stop``."""
+    """Keep ``state`` up to date from the stream; reconnect with back-off until ``stop``.
+    ``tls``: aiohttp's ``ssl`` (the CA of a wss URL); ``headers``: the token's."""
     backoff = backoff or Backoff(initial=0.5, maximum=10.0)
     async with aiohttp.ClientSession() as http:
         while not stop.is_set():
             state.connecting()
             changed()
             try:
-                async with http.ws_connect(url, heartbeat=30) as ws:
+                async with http.ws_connect(url, heartbeat=30, ssl=tls, headers=headers) as ws:
                     state.connected(time.time())
                     backoff.reset()
                     changed()
@@ -498,14 +504,21 @@ async def follow(
 Fetch = Callable[[], Awaitable[Any]]
 
 
-def workers_fetcher(http: aiohttp.ClientSession, api_url: str, timeout: float = 5.0) -> Fetch:
+def workers_fetcher(
+    http: aiohttp.ClientSession,
+    api_url: str,
+    timeout: float = 5.0,
+    tls: ssl.SSLContext | bool = True,
+    headers: Mapping[str, str] | None = None,
+) -> Fetch:
     """``GET {api_url}/api/workers`` as parsed JSON; None when the master says no."""
 
     async def fetch() -> Any:
         async with http.get(
             f"{api_url.rstrip('/')}/api/workers",
             timeout=aiohttp.ClientTimeout(total=timeout),
-            headers={"Accept": "application/json"},
+            headers={"Accept": "application/json", **(headers or {})},
+            ssl=tls,
         ) as response:
             if response.status != 200:
                 return None
@@ -579,6 +592,8 @@ async def run_top(
     console: Console | None = None,
     api_url: str | None = None,
     reverse: bool = False,
+    tls: ssl.SSLContext | bool = True,
+    headers: Mapping[str, str] | None = None,
 ) -> int:
     from rich.live import Live
 
@@ -602,9 +617,9 @@ async def run_top(
         return render(state, time.time(), console.width, view=view)
 
     async with aiohttp.ClientSession() as http:
-        tasks = [loop.create_task(follow(state, url, dirty.set, stop))]
+        tasks = [loop.create_task(follow(state, url, dirty.set, stop, tls=tls, headers=headers))]
         if api_url:
-            fetch = workers_fetcher(http, api_url)
+            fetch = workers_fetcher(http, api_url, tls=tls, headers=headers)
             tasks.append(loop.create_task(poll_totals(state, fetch, dirty.set, stop)))
         try:
             with (
@@ -638,6 +653,8 @@ async def run_once(
     timeout: float = 10.0,
     api_url: str | None = None,
     reverse: bool = False,
+    tls: ssl.SSLContext | bool = True,
+    headers: Mapping[str, str] | None = None,
 ) -> int:
     """Connect, wait for the snapshot, print one frame (for scripts and pipes): ids whole,
     the capacities when the master gave them in time."""
@@ -652,12 +669,22 @@ async def run_once(
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession() as http:
         totals = loop.create_task(
-            fetch_totals(state, workers_fetcher(http, api_url, timeout=3.0))
+            fetch_totals(
+                state, workers_fetcher(http, api_url, timeout=3.0, tls=tls, headers=headers)
+            )
             if api_url
             else asyncio.sleep(0)
         )
         stream = loop.create_task(
-            follow(state, url, changed, stop, Backoff(initial=0.2, maximum=1.0))
+            follow(
+                state,
+                url,
+                changed,
+                stop,
+                Backoff(initial=0.2, maximum=1.0),
+                tls=tls,
+                headers=headers,
+            )
         )
         try:
             await asyncio.wait_for(stop.wait(), timeout)
@@ -677,12 +704,18 @@ async def run_once(
 
 
 def run(args: argparse.Namespace) -> int:
-    api_url = base_url(ClientSettings.load(url=args.url).url)
+    try:
+        settings, tls, headers = stream_settings(args)
+    except (SettingsError, ApiError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    api_url = base_url(settings.url)
     url = stream_url(api_url, args.worker)
     reverse = bool(getattr(args, "reverse", False))
+    link: dict[str, Any] = {"api_url": api_url, "reverse": reverse, "tls": tls, "headers": headers}
     try:
         if args.once or not sys.stdout.isatty():  # a pipe gets one frame, not a screen
-            return asyncio.run(run_once(url, args.sort, api_url=api_url, reverse=reverse))
-        return asyncio.run(run_top(url, args.sort, api_url=api_url, reverse=reverse))
+            return asyncio.run(run_once(url, args.sort, **link))
+        return asyncio.run(run_top(url, args.sort, **link))
     except KeyboardInterrupt:
         return 0

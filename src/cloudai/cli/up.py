@@ -51,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--data-dir", type=Path, help="master data directory (SQLite store)")
     p.add_argument("--interval", type=float, default=5.0, help="worker heartbeat interval (s)")
     p.add_argument("--no-cli", action="store_true", help="no interactive console")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="plaintext everywhere, no certificates or tokens (the Go protocol)",
+    )
     p.set_defaults(func=run)
 
 
@@ -77,17 +83,27 @@ def worker_command(worker_id: str, master: str, work_dir: Path, interval: float)
     ]
 
 
-def banner(host: str, grpc_port: int, http_port: int, ids: list[str], console: bool) -> str:
+def banner(
+    host: str,
+    grpc_port: int,
+    http_port: int,
+    ids: list[str],
+    console: bool,
+    scheme: str = "https",
+    ca_file: Path | None = None,
+) -> str:
     shown = LOCAL_HOST if is_wildcard(host) else host
+    ws = "wss" if scheme == "https" else "ws"
     stop = "Ctrl-C on an empty prompt, `exit` or Ctrl-D" if console else "Ctrl-C"
     return "\n".join(
         [
             "",
             f"CloudAI local cluster: master gRPC {shown}:{grpc_port}, "
             f"HTTP {shown}:{http_port}, workers: {', '.join(ids) or 'none'}",
-            f"  watch live:   cloudai top --url http://{shown}:{http_port}",
-            f"  stream:       ws://{shown}:{http_port}/ws/telemetry",
-            f"  health:       curl http://{shown}:{http_port}/health",
+            f"  watch live:   cloudai top --url {scheme}://{shown}:{http_port}",
+            f"  stream:       {ws}://{shown}:{http_port}/ws/telemetry",
+            f"  health:       curl {f'--cacert {ca_file} ' if ca_file else ''}"
+            f"{scheme}://{shown}:{http_port}/health",
             f"  run a task:   cloudai submit {ids[0] if ids else 'WORKER'} --cmd 'echo hello'",
             f"  stop:         {stop} (stops the workers, then the master)",
             "",
@@ -107,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             allowed_workers={worker_id: "" for worker_id in ids},
             interactive=False if args.no_cli else None,
+            insecure=args.insecure,
         )
     except SettingsError as exc:
         print(f"cloudai up: {exc}", file=sys.stderr)
@@ -120,10 +137,29 @@ def run(args: argparse.Namespace) -> int:
     async def start_workers(server: MasterServer) -> None:
         assert server.grpc_port is not None
         master = f"{connect_host}:{server.grpc_port}"
+        access = server.parts.access
         for worker_id in ids:
             command = worker_command(worker_id, master, work_root, args.interval)
-            workers.append(spawn(command, work_root / f"{worker_id}.log"))
-        text = banner(settings.http_host, server.grpc_port, server.http_port or 0, ids, interactive)
+            env = dict(os.environ)
+            if access is None:
+                command.append("--insecure")
+            else:  # one use, for this worker id; a worker that joined before keeps its cert
+                _info, token = await access.create_join_token(
+                    ttl=600.0, uses=1, worker_id=worker_id, description="cloudai up"
+                )
+                env["CLOUDAI_JOIN_TOKEN"] = token  # not on the command line, where ps shows it
+            workers.append(spawn(command, work_root / f"{worker_id}.log", env))
+        scheme = "http" if settings.insecure else "https"
+        ca_file = None if settings.insecure else settings.tls_dir / "ca.pem"
+        text = banner(
+            settings.http_host,
+            server.grpc_port,
+            server.http_port or 0,
+            ids,
+            interactive,
+            scheme,
+            ca_file,
+        )
         print(text, flush=True)
 
     async def stop_local_workers(server: MasterServer) -> None:
@@ -136,10 +172,13 @@ def run(args: argparse.Namespace) -> int:
         stop_workers(workers)  # no-op unless start-up failed
 
 
-def spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             command,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import ssl
 import sys
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
@@ -14,7 +17,8 @@ import orjson
 
 from cloudai import views
 from cloudai.backoff import Backoff
-from cloudai.settings import ClientSettings
+from cloudai.cli.api_client import ApiError, auth_headers, base_url, client_ssl_context
+from cloudai.settings import ClientSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +33,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--url",
         help="the master's HTTP or WebSocket address (env CLOUDAI_URL; "
-        "default ws://127.0.0.1:8080)",
+        "default wss://127.0.0.1:8080)",
     )
+    add_stream_credentials(p)
     p.add_argument("--worker", metavar="WORKER_ID", help="only this worker")
     p.add_argument("--json", action="store_true", help="print the raw JSON messages")
     p.add_argument("--count", type=int, default=0, help="exit after N messages (0: never)")
     p.set_defaults(func=run)
+
+
+def add_stream_credentials(parser: argparse.ArgumentParser) -> None:
+    """--token and --ca, as the other client commands have them."""
+    parser.add_argument(
+        "--token",
+        help="API token, scope read or admin (env CLOUDAI_ADMIN_TOKEN; default: the "
+        "master's admin.token on this machine)",
+    )
+    parser.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        help="CA certificate the master's certificate is checked against (env "
+        "CLOUDAI_CA_FILE; default: the master's tls/ca.pem on this machine)",
+    )
+
+
+def stream_settings(
+    args: argparse.Namespace,
+) -> tuple[ClientSettings, ssl.SSLContext | bool, dict[str, str]]:
+    """The settings (flags over env over config file), the TLS settings of an https
+    master (``True``: aiohttp's default, for plain HTTP) and the token's header."""
+    settings: ClientSettings = ClientSettings.load(
+        url=args.url, admin_token=getattr(args, "token", None), ca_file=getattr(args, "ca", None)
+    )
+    tls: ssl.SSLContext | bool = True
+    if base_url(settings.url).startswith("https://"):
+        tls = client_ssl_context(settings.ca_file)
+    return settings, tls, auth_headers(settings.admin_token)
 
 
 def stream_url(base: str, worker: str | None) -> str:
@@ -68,13 +103,21 @@ def format_worker(state: dict[str, Any], now: float | None = None) -> str:
     )
 
 
-async def watch(url: str, raw: bool = False, count: int = 0, out: TextIO = sys.stdout) -> int:
+async def watch(
+    url: str,
+    raw: bool = False,
+    count: int = 0,
+    out: TextIO = sys.stdout,
+    tls: ssl.SSLContext | bool = True,
+    headers: Mapping[str, str] | None = None,
+) -> int:
+    """Print the stream at ``url`` (``tls``: aiohttp's ``ssl``; ``headers``: the token's)."""
     backoff = Backoff(initial=0.5, maximum=10.0)
     received = 0
     async with aiohttp.ClientSession() as http:
         while True:
             try:
-                async with http.ws_connect(url, heartbeat=30) as ws:
+                async with http.ws_connect(url, heartbeat=30, ssl=tls, headers=headers) as ws:
                     backoff.reset()
                     print(f"# connected to {url}", file=out, flush=True)
                     async for msg in ws:
@@ -93,6 +136,11 @@ async def watch(url: str, raw: bool = False, count: int = 0, out: TextIO = sys.s
                         if count and received >= count:
                             return 0
                 reason = f"closed ({ws.close_code})"
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in (401, 403):  # retrying will not help
+                    print(f"error: refused: HTTP {exc.status} {exc.message}", file=sys.stderr)
+                    return 1
+                reason = f"refused: HTTP {exc.status} {exc.message}"
             except (aiohttp.ClientError, OSError) as exc:
                 reason = str(exc) or type(exc).__name__
             delay = backoff.next_delay()
@@ -102,7 +150,12 @@ async def watch(url: str, raw: bool = False, count: int = 0, out: TextIO = sys.s
 
 def run(args: argparse.Namespace) -> int:
     try:
-        url = stream_url(ClientSettings.load(url=args.url).url, args.worker)
-        return asyncio.run(watch(url, args.json, args.count))
+        settings, tls, headers = stream_settings(args)
+    except (SettingsError, ApiError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        url = stream_url(base_url(settings.url), args.worker)
+        return asyncio.run(watch(url, args.json, args.count, tls=tls, headers=headers))
     except KeyboardInterrupt:
         return 0

@@ -138,6 +138,15 @@ def add_master_arguments(p: argparse.ArgumentParser) -> None:
         "--database-url", help="e.g. postgresql://user@host/db (env CLOUDAI_DATABASE_URL)"
     )
     p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="speak the plaintext protocol of the Go implementation (no TLS, no tokens); "
+        "for Go workers and tools only",
+    )
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="HTTPS certificate to serve")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="its private key")
+    p.add_argument(
         "--no-cli", action="store_true", help="no interactive console even on a terminal"
     )
     p.add_argument("--ready-file", type=Path, help="write {grpc_port, http_port, pid} here")
@@ -182,6 +191,9 @@ def master_flags(args: argparse.Namespace) -> dict[str, Any]:
         "data_dir": args.data_dir,
         "database_url": args.database_url,
         "interactive": False if args.no_cli else None,
+        "insecure": args.insecure,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
     }
 
 

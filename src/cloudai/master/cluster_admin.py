@@ -37,6 +37,8 @@ class ErrorKind(enum.Enum):
     NOT_FOUND = "not_found"  # no such worker or task
     CONFLICT = "conflict"  # e.g. a duplicate task id, a task already finished
     UNAVAILABLE = "unavailable"  # the worker is not registered or did not answer
+    UNAUTHORIZED = "unauthorized"  # a credential that does not allow it (a spent join token)
+    UNPROCESSABLE = "unprocessable"  # well-formed, but unusable (a CSR that does not parse)
 
 
 class AdminError(Exception):

@@ -55,12 +55,16 @@ class Operation:
     handler: Handler | None = None  # None: served by another module, documented here
     body: type[BaseModel] | None = None
     params: Sequence[Param] = ()
-    secured: bool = False  # needs the admin token (or loopback when none is set)
+    secured: bool = False  # needs a token (admin_api sets it for the rule in force)
     description: str = ""
 
 
 def build_document(
-    operations: Sequence[Operation], title: str, version: str, description: str
+    operations: Sequence[Operation],
+    title: str,
+    version: str,
+    description: str,
+    scheme_description: str = "a bearer token",
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``operations``."""
     keys: list[tuple[tuple[str, ...], JsonSchemaMode, TypeAdapter[Any]]] = []
@@ -123,8 +127,7 @@ def build_document(
                 SECURITY_SCHEME: {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "the master's CLOUDAI_ADMIN_TOKEN; without one configured, "
-                    "mutating calls are accepted from loopback only",
+                    "description": scheme_description,
                 }
             },
         },

@@ -74,6 +74,7 @@ def worker_record(entry: WorkerEntry) -> WorkerRecord:
         total_gpu=entry.total_gpu,
         registered_at=to_datetime(entry.registered_at) or datetime.now(UTC),
         updated_at=to_datetime(entry.updated_at) or datetime.now(UTC),
+        cert_fingerprint=entry.cert_fingerprint,
     )
 
 
@@ -85,6 +86,7 @@ def worker_entry(record: WorkerRecord) -> WorkerEntry:
         total_memory=record.total_memory,
         total_storage=record.total_storage,
         total_gpu=record.total_gpu,
+        cert_fingerprint=record.cert_fingerprint,
         registered_at=record.registered_at.timestamp(),
         updated_at=record.updated_at.timestamp(),
     )

@@ -23,6 +23,9 @@ class WorkerEntry:
     total_storage: float = 0.0
     total_gpu: float = 0.0
     session: bool = False  # RegisterWorker accepted since this master started
+    # SHA-256 of the certificate the worker joined with: the only one that may act for
+    # this id (secure mode). None: not joined (plaintext mode, or authorised only).
+    cert_fingerprint: str | None = None
     registered_at: float = 0.0
     updated_at: float = 0.0
 
@@ -83,6 +86,25 @@ class WorkerRegistry:
             entry.updated_at = now
         self._changed(worker_id, entry.copy())
         return entry.copy()
+
+    def bind_certificate(self, worker_id: str, fingerprint: str) -> WorkerEntry:
+        """A worker joined: authorise its id (if new) and bind it to its certificate; any
+        certificate it held before stops working."""
+        entry = self._entries.get(worker_id)
+        now = self._clock()
+        if entry is None:
+            check_id("worker_id", worker_id)
+            entry = WorkerEntry(worker_id, "", registered_at=now, updated_at=now)
+            self._entries[worker_id] = entry
+        entry.cert_fingerprint = fingerprint
+        entry.session = False  # it registers again, with the new certificate
+        entry.updated_at = now
+        self._changed(worker_id, entry.copy())
+        return entry.copy()
+
+    def certificate_of(self, worker_id: str) -> str | None:
+        entry = self._entries.get(worker_id)
+        return None if entry is None else entry.cert_fingerprint
 
     def revoke(self, worker_id: str) -> bool:
         entry = self._entries.pop(worker_id, None)

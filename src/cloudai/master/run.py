@@ -19,9 +19,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cloudai.loop import event_loop_factory
-from cloudai.master.server import MasterServer, build_master
+from cloudai.master.server import MasterServer, assemble
 from cloudai.master.settings import MasterSettings
 from cloudai.master.tuning import tuned_process
+from cloudai.security.pki import PkiError
+from cloudai.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def run_master(
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         try:
             runner.run(serve(settings, ready_file, on_started, before_stop))
-        except OSError as exc:
+        except (OSError, PkiError, StoreError) as exc:
             log.error("cannot start the master: %s", exc)
             return 1
     return 0
@@ -51,7 +53,7 @@ async def serve(
     on_started: Hook | None = None,
     before_stop: Hook | None = None,
 ) -> None:
-    server = MasterServer(build_master(settings))
+    server = await assemble(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

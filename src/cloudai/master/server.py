@@ -32,23 +32,68 @@ import grpc
 from aiohttp import web
 
 from cloudai.addresses import is_wildcard, join_host_port
+from cloudai.api.models import ClusterCa
 from cloudai.master import admin_api
+from cloudai.master.access import AccessControl
 from cloudai.master.cluster_admin import ClusterAdmin, MasterCounters
+from cloudai.master.enrollment import WorkerEnrollment
 from cloudai.master.http_app import WebSocketConfig, create_app
+from cloudai.master.http_auth import install_auth, server_ssl_context
 from cloudai.master.persistence import MasterPersistence
 from cloudai.master.rate_meter import RateMeter
 from cloudai.master.registry import WorkerRegistry
-from cloudai.master.service import MasterService
+from cloudai.master.service import MasterService, WorkerCertificates
 from cloudai.master.settings import MasterSettings
 from cloudai.master.tasks import TaskBook
 from cloudai.master.worker_link import WorkerLink
 from cloudai.master.ws_hub import TelemetryHub, tick_interval
-from cloudai.proto import rpc
 from cloudai.proto.options import grpc_server_options
-from cloudai.store import open_store
+from cloudai.proto.tolerant import add_master_worker
+from cloudai.security.credentials import MasterIdentity, load_or_create_master, local_hosts
+from cloudai.store import Store, open_store
 from cloudai.telemetry.manager import TelemetryManager
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class MasterResources:
+    """What a master opens before it is built: its database and, in secure mode, the
+    cluster identity (CA and the master's certificate)."""
+
+    store: Store
+    identity: MasterIdentity | None  # None: --insecure
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def certificate_hosts(settings: MasterSettings) -> list[str]:
+    extra = [h for h in (settings.advertise_host, settings.http_host, settings.grpc_host) if h]
+    return local_hosts([h for h in extra if not is_wildcard(h)])
+
+
+async def open_resources(settings: MasterSettings) -> MasterResources:
+    """Open the store and load (or, at the first start, create) the cluster identity."""
+    store = await asyncio.to_thread(open_store, settings.database_url, settings.data_dir)
+    identity = None
+    try:
+        if not settings.insecure:
+            identity = await asyncio.to_thread(
+                load_or_create_master, settings.tls_dir, certificate_hosts(settings)
+            )
+    except BaseException:
+        store.close()
+        raise
+    return MasterResources(store, identity)
+
+
+@dataclass(slots=True)
+class ListenPorts:
+    """The ports the master listens on, known once its servers have started."""
+
+    grpc: int | None = None
+    http: int | None = None
 
 
 @dataclass(slots=True)
@@ -56,18 +101,25 @@ class MasterComponents:
     """Everything a master is made of, wired together (see ``build_master``)."""
 
     settings: MasterSettings
+    resources: MasterResources
+    ports: ListenPorts
     registry: WorkerRegistry
     telemetry: TelemetryManager
     hub: TelemetryHub
     link: WorkerLink
     tasks: TaskBook
     service: MasterService
+    persistence: MasterPersistence
     admin: ClusterAdmin
     ingest_rate: RateMeter
+    access: AccessControl | None  # secure mode: tokens
+    enrollment: WorkerEnrollment | None  # secure mode: joining
 
 
-def build_master(settings: MasterSettings) -> MasterComponents:
-    """Make the master's components from its settings and connect them."""
+def build_master(settings: MasterSettings, resources: MasterResources) -> MasterComponents:
+    """Make the master's components from its settings and open resources; connect them."""
+    identity = resources.identity
+    ports = ListenPorts()
     registry = WorkerRegistry()
     telemetry = TelemetryManager(
         settings.inactivity_timeout, queue_size=settings.heartbeat_queue_size
@@ -82,9 +134,14 @@ def build_master(settings: MasterSettings) -> MasterComponents:
         grpc_port=settings.grpc_port,
         advertise_host=advertise_host,
         max_message_bytes=settings.max_message_bytes,
+        credentials=identity.channel_credentials() if identity else None,
     )
     tasks = TaskBook(registry, link)
-    service = MasterService(registry, telemetry, tasks)
+    certificates = WorkerCertificates(registry) if identity else None
+    service = MasterService(registry, telemetry, tasks, certificates=certificates)
+    persistence = MasterPersistence(
+        resources.store, heartbeat_flush_interval=settings.store_flush_interval
+    )
     telemetry.subscribe(hub.on_telemetry)
     telemetry.subscribe(tasks.on_telemetry)
     ingest_rate = RateMeter(window=10.0)
@@ -95,9 +152,40 @@ def build_master(settings: MasterSettings) -> MasterComponents:
         fanout_tick=lambda: tick_interval(hub.batch_interval, hub.client_count, hub.max_frame_rate),
     )
     admin = ClusterAdmin(registry, telemetry, tasks, link, counters)
+    access = enrollment = None
+    if identity is not None:
+
+        def join_port() -> int:
+            return ports.http or settings.http_port
+
+        access = AccessControl(resources.store, identity.ca_fingerprint, join_port)
+        enrollment = WorkerEnrollment(identity, access, registry, telemetry, persistence.drain)
     return MasterComponents(
-        settings, registry, telemetry, hub, link, tasks, service, admin, ingest_rate
+        settings,
+        resources,
+        ports,
+        registry,
+        telemetry,
+        hub,
+        link,
+        tasks,
+        service,
+        persistence,
+        admin,
+        ingest_rate,
+        access,
+        enrollment,
     )
+
+
+async def assemble(settings: MasterSettings) -> MasterServer:
+    """Open the resources, build the components, hand them to a MasterServer."""
+    resources = await open_resources(settings)
+    try:
+        return MasterServer(build_master(settings, resources))
+    except BaseException:
+        resources.close()
+        raise
 
 
 @dataclass(slots=True)
@@ -110,9 +198,6 @@ class Stage:
 @dataclass
 class MasterServer:
     parts: MasterComponents
-    grpc_port: int | None = None
-    http_port: int | None = None
-    persistence: MasterPersistence | None = None
     _started: list[Stage] = field(default_factory=list)
     _grpc_server: grpc.aio.Server | None = None
     _http_runner: web.AppRunner | None = None
@@ -122,10 +207,23 @@ class MasterServer:
     def settings(self) -> MasterSettings:
         return self.parts.settings
 
+    @property
+    def grpc_port(self) -> int | None:
+        return self.parts.ports.grpc
+
+    @property
+    def http_port(self) -> int | None:
+        return self.parts.ports.http
+
+    @property
+    def persistence(self) -> MasterPersistence:
+        return self.parts.persistence
+
     def stages(self) -> list[Stage]:
         """The start order; stop runs it backwards."""
         return [
             Stage("store", self._open_store, self._close_store),
+            Stage("access", self._load_access, _nothing),
             Stage("telemetry", self._start_telemetry, self._stop_telemetry),
             Stage("ingest meter", self._start_meter, self._stop_meter),
             Stage("gRPC", self._start_grpc, self._stop_grpc),
@@ -156,22 +254,33 @@ class MasterServer:
     # -- stages -----------------------------------------------------------------------------
 
     async def _open_store(self) -> None:
-        settings, parts = self.settings, self.parts
-        store = await asyncio.to_thread(open_store, settings.database_url, settings.data_dir)
-        persistence = MasterPersistence(
-            store, heartbeat_flush_interval=settings.store_flush_interval
-        )
-        workers, tasks = await persistence.load(parts.registry, parts.tasks)
-        log.info("store %s: loaded %d workers and %d tasks", store.url, workers, tasks)
+        parts = self.parts
+        persistence = parts.persistence
+        try:
+            workers, tasks = await persistence.load(parts.registry, parts.tasks)
+        except BaseException:
+            await asyncio.to_thread(persistence.store.close)
+            raise
+        log.info("store %s: loaded %d workers and %d tasks", persistence.store.url, workers, tasks)
         persistence.attach(parts.registry, parts.tasks)
         parts.telemetry.subscribe(persistence.on_telemetry)
         persistence.start()
-        self.persistence = persistence
+
+    async def _load_access(self) -> None:
+        settings, access = self.settings, self.parts.access
+        if access is None:
+            log.warning(
+                "--insecure: plaintext gRPC and HTTP, no certificates and no tokens; anyone "
+                "who reaches this master's ports can act as a worker or an admin. Use it only "
+                "with the Go implementation's workers and tools."
+            )
+            return
+        await access.load()
+        await access.ensure_bootstrap_token(settings.admin_token_file)
 
     async def _close_store(self) -> None:
         await self.parts.tasks.close()
-        if self.persistence is not None:
-            await self.persistence.stop()
+        await self.parts.persistence.stop()  # writes what is queued, closes the store
 
     async def _start_telemetry(self) -> None:
         self.parts.telemetry.start()
@@ -201,14 +310,18 @@ class MasterServer:
     async def _start_grpc(self) -> None:
         settings = self.settings
         server = grpc.aio.server(options=grpc_server_options(settings.max_message_bytes))
-        rpc.add_MasterWorkerServicer_to_server(self.parts.service, server)
+        add_master_worker(self.parts.service, server)
         address = join_host_port(settings.grpc_host, settings.grpc_port)
-        port = server.add_insecure_port(address)
+        identity = self.parts.resources.identity
+        if identity is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, identity.server_credentials())
         if not port:
             raise OSError(f"cannot listen for gRPC on {address}")
         await server.start()
         self._grpc_server = server
-        self.grpc_port = port
+        self.parts.ports.grpc = port
         self.parts.link.grpc_port = port
         log.info("gRPC listening on %s", join_host_port(settings.grpc_host, port))
 
@@ -232,19 +345,50 @@ class MasterServer:
                 settings.ws_ping_interval, settings.ws_client_timeout, settings.ws_compression
             ),
         )
-        admin_api.add_routes(app, parts.admin, settings.admin_token)
+        identity, access, enrollment = parts.resources.identity, parts.access, parts.enrollment
+        ssl_context = None
+        if identity is None or access is None or enrollment is None:
+            admin_api.add_routes(app, parts.admin, settings.admin_token)
+        else:
+            admin_api.add_routes(
+                app,
+                parts.admin,
+                None,
+                tokens=access,
+                join=enrollment.join,
+                master_address=admin_api.master_address_from(
+                    settings.advertise_host, lambda: parts.ports.grpc or settings.grpc_port
+                ),
+                cluster_ca=ClusterCa(
+                    ca_pem=identity.ca_pem.decode(), fingerprint=identity.ca_fingerprint
+                ),
+            )
+            install_auth(app, access.authenticate)
+            cert_file, key_file = identity.cert_file, identity.key_file
+            if settings.tls_cert is not None and settings.tls_key is not None:
+                cert_file, key_file = settings.tls_cert, settings.tls_key
+            ssl_context = server_ssl_context(cert_file, key_file)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+            site = web.TCPSite(
+                runner,
+                settings.http_host,
+                settings.http_port,
+                reuse_address=True,
+                ssl_context=ssl_context,
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._http_runner = runner
-        self.http_port = int(runner.addresses[0][1])
-        address = join_host_port(settings.http_host, self.http_port)
-        log.info("HTTP listening on %s (WebSocket /ws/telemetry, /health, /api)", address)
+        self.parts.ports.http = int(runner.addresses[0][1])
+        address = join_host_port(settings.http_host, self.parts.ports.http)
+        scheme = "https" if ssl_context is not None else "http"
+        log.info(
+            "%s listening on %s (WebSocket /ws/telemetry, /health, /api)", scheme.upper(), address
+        )
 
     async def _stop_http(self) -> None:
         runner, self._http_runner = self._http_runner, None

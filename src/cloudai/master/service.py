@@ -1,7 +1,13 @@
 """The master's gRPC service (the worker -> master RPCs of `cluster.MasterWorker`).
 
-Handlers do the minimum: validate, check the worker's session, hand the heartbeat to
-the TelemetryManager (never awaiting anything slow) and answer.
+Handlers do the minimum: validate, check who is calling, check the worker's session,
+hand the heartbeat to the TelemetryManager (never awaiting anything slow) and answer.
+
+Who is calling (secure mode, mutual TLS): a worker acts only for the id in its
+certificate, and only with the certificate bound to that id when it joined; anything
+else is refused (UNAUTHENTICATED without a certificate, PERMISSION_DENIED with another
+one's) and logged once per peer a minute, not once per call. In plaintext mode
+(``--insecure``, the Go protocol) there is no certificate and no such check.
 """
 
 from __future__ import annotations
@@ -10,12 +16,15 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import grpc
 
 from cloudai.master.registry import WorkerRegistry
 from cloudai.proto import pb, rpc
+from cloudai.proto.tolerant import Undecodable
+from cloudai.security.limiter import LogOnce
+from cloudai.security.peers import PeerCertificates
 from cloudai.telemetry.manager import TelemetryManager
 from cloudai.validation import (
     InvalidMessage,
@@ -43,6 +52,60 @@ class ServiceStats:
     streams_opened: int = 0
     streams_broken: int = 0
     results: int = 0
+    refused_credentials: int = 0  # calls without the right certificate (secure mode)
+    refused_duplicates: int = 0  # RegisterWorker for an id another live worker holds
+
+
+Refusal = tuple[grpc.StatusCode, str]
+
+
+class WorkerCertificates:
+    """Secure mode's rule: the caller's certificate must be the one bound to the id it
+    acts for. Pure apart from reading the peer's certificate from the context."""
+
+    def __init__(self, registry: WorkerRegistry, peers: PeerCertificates | None = None) -> None:
+        self._registry = registry
+        self._peers = peers or PeerCertificates()
+
+    def check(self, context: grpc.aio.ServicerContext, worker_id: str) -> Refusal | None:
+        caller = self._peers.of(context)
+        if caller is None:
+            return (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this master requires a worker certificate: join with a token "
+                "(cloudai worker --join TOKEN)",
+            )
+        if caller.role != "worker" or caller.worker_id != worker_id:
+            return (
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the certificate of {caller.describe()} cannot act for worker {worker_id!r}",
+            )
+        if self._registry.certificate_of(worker_id) != caller.fingerprint:
+            return (
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"worker {worker_id!r}'s certificate is no longer valid on this master "
+                "(unregistered, or replaced by a newer join); join again with a new token",
+            )
+        return None
+
+
+class RefusalLog:
+    """Refused calls: one log line per peer a minute (saying how many were left out);
+    the rest are counted."""
+
+    def __init__(self, once: LogOnce | None = None) -> None:
+        self._once = once or LogOnce(60.0)
+
+    @property
+    def suppressed(self) -> int:
+        return self._once.suppressed_total
+
+    def refused(self, peer: str, what: str, message: str) -> None:
+        left_out = self._once.allow(peer)
+        if left_out is None:
+            return
+        more = f" ({left_out} more refused since the last line)" if left_out else ""
+        log.warning("refused %s from %s: %s%s", what, peer, message, more)
 
 
 def not_registered_message(worker_id: str) -> str:
@@ -57,10 +120,13 @@ class MasterService(rpc.MasterWorkerServicer):
         results: ResultSink,
         on_registered: Callable[[str], None] | None = None,
         on_heartbeat: Callable[[str], None] | None = None,
+        certificates: WorkerCertificates | None = None,
     ) -> None:
         self._registry = registry
         self._telemetry = telemetry
         self._results = results
+        self._certificates = certificates  # None: plaintext mode, no certificates
+        self.refusals = RefusalLog()
         self._on_registered = on_registered
         self._on_heartbeat = on_heartbeat
         self._streams: set[asyncio.Task[object]] = set()
@@ -72,13 +138,27 @@ class MasterService(rpc.MasterWorkerServicer):
             task.cancel()
 
     async def RegisterWorker(
-        self, request: pb.WorkerInfo, context: grpc.aio.ServicerContext
+        self, request: pb.WorkerInfo | Undecodable, context: grpc.aio.ServicerContext
     ) -> pb.RegisterAck:
+        if isinstance(request, Undecodable):
+            await self._refuse_undecodable(context, "RegisterWorker", request)
         try:
             validate_worker_info(request)
         except InvalidMessage as exc:
             self.stats.invalid_messages += 1
             return pb.RegisterAck(success=False, message=f"invalid WorkerInfo: {exc}")
+        refusal = self._caller_refusal(context, "RegisterWorker", request.worker_id)
+        if refusal is not None:
+            await context.abort(*refusal)
+        holder = self._live_holder(request)
+        if holder is not None:
+            self.stats.refused_duplicates += 1
+            message = (
+                f"worker id {request.worker_id!r} is in use by the live worker at {holder}; "
+                "start this one with another --id, or stop that one first"
+            )
+            self.refusals.refused(context.peer(), "RegisterWorker", message)
+            return pb.RegisterAck(success=False, message=message)
         ok, message = self._registry.register(request)
         if not ok:
             self.stats.registrations_refused += 1
@@ -91,23 +171,76 @@ class MasterService(rpc.MasterWorkerServicer):
         log.info("worker %s registered (%s)", request.worker_id, context.peer())
         return pb.RegisterAck(success=True, message=message)
 
+    async def _refuse_undecodable(
+        self, context: grpc.aio.ServicerContext, what: str, request: Undecodable
+    ) -> NoReturn:
+        """A request that does not parse: INVALID_ARGUMENT, counted, logged once per peer
+        a minute, never a traceback."""
+        self.stats.invalid_messages += 1
+        self.refusals.refused(context.peer(), what, request.describe())
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
+        raise AssertionError("context.abort() returned")  # it raises
+
+    def _caller_refusal(
+        self, context: grpc.aio.ServicerContext, what: str, worker_id: str
+    ) -> Refusal | None:
+        if self._certificates is None:
+            return None
+        refusal = self._certificates.check(context, worker_id)
+        if refusal is not None:
+            self.stats.refused_credentials += 1
+            self.refusals.refused(context.peer(), what, refusal[1])
+        return refusal
+
+    def _live_holder(self, info: pb.WorkerInfo) -> str | None:
+        """Plaintext mode: the address of another live worker already holding this id.
+
+        A worker that registers again from the address it holds (a restart, a new
+        session) is the same worker; so is one that sends no address (the Go worker:
+        the master keeps the admin's). Secure mode needs no such guess: the id's
+        certificate says who it is."""
+        if self._certificates is not None or not info.worker_ip:
+            return None
+        entry = self._registry.get(info.worker_id)
+        if entry is None or not entry.session or entry.address == info.worker_ip:
+            return None
+        state = self._telemetry.get_worker_telemetry(info.worker_id)
+        if state is None or not state.is_active:
+            return None
+        return entry.address or "an unknown address"
+
     async def SendHeartbeat(
-        self, request: pb.Heartbeat, context: grpc.aio.ServicerContext
+        self, request: pb.Heartbeat | Undecodable, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatAck:
+        if isinstance(request, Undecodable):
+            await self._refuse_undecodable(context, "SendHeartbeat", request)
+        refusal = self._caller_refusal(context, "SendHeartbeat", request.worker_id)
+        if refusal is not None:
+            await context.abort(*refusal)
         status, message = self._accept(request)
         if status is not None:
             await context.abort(status, message)
         return _HEARTBEAT_OK
 
     async def StreamHeartbeats(
-        self, request_iterator: AsyncIterator[pb.Heartbeat], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.Heartbeat | Undecodable],
+        context: grpc.aio.ServicerContext,
     ) -> pb.HeartbeatAck:
         self.stats.streams_opened += 1
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
+        checked = ""  # the worker id whose certificate this stream has shown
         try:
             async for heartbeat in request_iterator:
+                if isinstance(heartbeat, Undecodable):
+                    await self._refuse_undecodable(context, "StreamHeartbeats", heartbeat)
+                if self._certificates is not None and heartbeat.worker_id != checked:
+                    refusal = self._caller_refusal(context, "StreamHeartbeats", heartbeat.worker_id)
+                    if refusal is not None:
+                        await context.abort(*refusal)
+                    checked = heartbeat.worker_id
                 status, message = self._accept(heartbeat)
                 if status is not None:
                     await context.abort(status, message)
@@ -138,17 +271,24 @@ class MasterService(rpc.MasterWorkerServicer):
         return None, ""
 
     async def ReportTaskCompletion(
-        self, request: pb.TaskResult, context: grpc.aio.ServicerContext
+        self, request: pb.TaskResult | Undecodable, context: grpc.aio.ServicerContext
     ) -> pb.Ack:
+        if isinstance(request, Undecodable):
+            await self._refuse_undecodable(context, "ReportTaskCompletion", request)
         try:
             validate_task_result(request)
         except InvalidMessage as exc:
             self.stats.invalid_messages += 1
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid TaskResult: {exc}")
+        refusal = self._caller_refusal(context, "ReportTaskCompletion", request.worker_id)
+        if refusal is not None:
+            await context.abort(*refusal)
         if request.worker_id not in self._registry:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, not_registered_message(request.worker_id)
             )
         ok, message = await self._results.record_result(request)
+        if not ok:
+            self.refusals.refused(context.peer(), "ReportTaskCompletion", message)
         self.stats.results += 1
         return pb.Ack(success=ok, message=message)

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, ClassVar
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from cloudai.addresses import parse_port, split_host_port
 from cloudai.settings import CloudAISettings, default_data_root, env_alias
@@ -75,10 +75,34 @@ class MasterSettings(CloudAISettings):
     # Workers authorised at start: id -> "ip:port" (the master calls its MasterRegister)
     # or "" (the worker registers itself).
     allowed_workers: dict[str, str] = Field(default_factory=dict)
+    # Secure by default: mutual TLS on gRPC, HTTPS/WSS, tokens for the API and streams
+    # (docs/SECURITY.md). insecure: the plaintext protocol of the Go implementation.
+    insecure: bool = False
+    # HTTPS certificate and key the operator gives (PEM); default: the cluster's own.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     data_dir: Path = Field(default_factory=default_data_root)
     database_url: str | None = None
     admin_token: str | None = None
     interactive: bool | None = None  # the console; None: when stdin is a terminal
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MasterSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_cert is not None and self.insecure:
+            raise ValueError("--tls-cert/--tls-key make no sense with --insecure")
+        return self
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the cluster CA and the master's certificate live."""
+        return self.data_dir / "tls"
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The bootstrap admin token, for the CLI on this machine (mode 0600)."""
+        return self.data_dir / "admin.token"
 
     @field_validator("allowed_workers")
     @classmethod

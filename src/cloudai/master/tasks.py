@@ -180,11 +180,17 @@ class TaskBook:
         return task.copy()
 
     async def record_result(self, result: pb.TaskResult) -> tuple[bool, str]:
-        """A worker's ReportTaskCompletion. Idempotent: a repeated delivery is acked."""
+        """A worker's ReportTaskCompletion, bound to what this master issued: a result
+        for a task it never assigned to that worker is refused, and a task is finished
+        once. A repeated delivery of the recorded result is acknowledged (idempotent)."""
         task = self._tasks.get(result.task_id)
-        if task is None:  # e.g. assigned by another master: keep the result anyway
-            task = TaskState(result.task_id, result.worker_id, submitted_at=self._clock())
-            self._tasks[task.task_id] = task
+        if task is None:
+            return False, f"task {result.task_id!r} was never assigned by this master"
+        if task.target_worker_id != result.worker_id:
+            return False, (
+                f"task {result.task_id!r} was assigned to worker {task.target_worker_id!r}, "
+                f"not {result.worker_id!r}"
+            )
         if task.status in RESULT_STATUSES and task.finished_at is not None:
             return True, "result already recorded"
         status = (

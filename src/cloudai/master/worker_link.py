@@ -17,6 +17,7 @@ from cloudai.addresses import is_wildcard, join_host_port, local_address_towards
 from cloudai.backoff import Backoff
 from cloudai.master.registry import WorkerRegistry
 from cloudai.proto import pb, rpc
+from cloudai.security.pki import worker_dns_name
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,22 @@ class WorkerLink:
     def __init__(
         self,
         registry: WorkerRegistry,
+        *,
         master_id: str,
         grpc_port: int,
-        advertise_host: str | None = None,
-        max_message_bytes: int = 4 * 1024 * 1024,
+        advertise_host: str | None,
+        max_message_bytes: int,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        """``credentials``: the master's certificate for calls to workers (secure mode);
+        None: plaintext, the Go protocol."""
         self._registry = registry
+        self._credentials = credentials
         self._master_id = master_id
         self.grpc_port = grpc_port
         self._advertise_host = advertise_host
         self._max_message_bytes = max_message_bytes
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
         self._registering: dict[str, asyncio.Task[None]] = {}
         self._closed = False
 
@@ -53,18 +59,21 @@ class WorkerLink:
             host = local_address_towards(worker_host, worker_port)
         return join_host_port(host, self.grpc_port)
 
-    def _stub(self, address: str) -> rpc.MasterWorkerStub:
-        channel = self._channels.get(address)
+    def _stub(self, worker_id: str, address: str) -> rpc.MasterWorkerStub:
+        key = (worker_id, address)
+        channel = self._channels.get(key)
         if channel is None:
-            channel = grpc.aio.insecure_channel(
-                address,
-                options=[
-                    ("grpc.max_receive_message_length", self._max_message_bytes),
-                    ("grpc.max_send_message_length", self._max_message_bytes),
-                    ("grpc.keepalive_time_ms", 30_000),
-                ],
-            )
-            self._channels[address] = channel
+            options: list[tuple[str, int | str]] = [
+                ("grpc.max_receive_message_length", self._max_message_bytes),
+                ("grpc.max_send_message_length", self._max_message_bytes),
+                ("grpc.keepalive_time_ms", 30_000),
+            ]
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=options)
+            else:  # only this worker's certificate names it: not another worker's
+                options.append(("grpc.ssl_target_name_override", worker_dns_name(worker_id)))
+                channel = grpc.aio.secure_channel(address, self._credentials, options)
+            self._channels[key] = channel
         return rpc.MasterWorkerStub(channel)
 
     def _address(self, worker_id: str) -> str:
@@ -84,7 +93,7 @@ class WorkerLink:
             master_id=self._master_id, master_address=self.master_address_for(address)
         )
         try:
-            ack = await self._stub(address).MasterRegister(info, timeout=CALL_TIMEOUT)
+            ack = await self._stub(worker_id, address).MasterRegister(info, timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             return False, f"{exc.code().name}: {exc.details()}"
         return ack.success, ack.message
@@ -126,7 +135,7 @@ class WorkerLink:
         return await self._call(worker_id, "CancelTask", pb.TaskID(task_id=task_id))
 
     async def _call(self, worker_id: str, method: str, request: object) -> pb.TaskAck:
-        stub = self._stub(self._address(worker_id))
+        stub = self._stub(worker_id, self._address(worker_id))
         try:
             ack: pb.TaskAck = await getattr(stub, method)(request, timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as exc:

@@ -12,6 +12,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
+from cloudai.security.tokens import ApiTokenRecord, JoinTokenRecord
 from cloudai.store.models import AssignmentRecord, ResultRecord, TaskRecord, WorkerRecord
 
 
@@ -140,6 +141,52 @@ class Store(ABC):
 
     @abstractmethod
     def get_result(self, task_id: str) -> ResultRecord | None: ...
+
+    # -- join tokens ---------------------------------------------------------------
+
+    @abstractmethod
+    def add_join_token(self, record: JoinTokenRecord) -> None:
+        """Insert a new join token; ``DuplicateError`` if the id is taken."""
+
+    @abstractmethod
+    def get_join_token(self, token_id: str) -> JoinTokenRecord | None: ...
+
+    @abstractmethod
+    def list_join_tokens(self) -> list[JoinTokenRecord]:
+        """All join tokens, revoked, expired and used-up ones too, oldest first."""
+
+    @abstractmethod
+    def use_join_token(
+        self, token_id: str, now: datetime, worker_id: str | None = None
+    ) -> JoinTokenRecord:
+        """Count one use of the token, if it is still valid at ``now``; the updated record.
+
+        Atomic: one ``UPDATE`` whose ``WHERE`` holds every condition (not revoked, not
+        expired, uses below ``max_uses``, bound to ``worker_id`` or to no worker; a
+        ``worker_id`` of None skips that last check), so concurrent joins, on one master
+        or several, never use a token more than ``max_uses`` times. Otherwise
+        ``JoinRefused`` says why (``reason`` "unknown" for an id the store lacks).
+        """
+
+    @abstractmethod
+    def revoke_join_token(self, token_id: str, now: datetime) -> JoinTokenRecord:
+        """Mark the token revoked at ``now`` (a revoked one keeps its first time); the
+        updated record. ``NotFoundError`` if the id is unknown."""
+
+    # -- API tokens ----------------------------------------------------------------
+
+    @abstractmethod
+    def add_api_token(self, record: ApiTokenRecord) -> None:
+        """Insert a new API token; ``DuplicateError`` if the id is taken."""
+
+    @abstractmethod
+    def list_api_tokens(self) -> list[ApiTokenRecord]:
+        """All API tokens, revoked and expired ones too, oldest first."""
+
+    @abstractmethod
+    def revoke_api_token(self, token_id: str, now: datetime) -> ApiTokenRecord:
+        """Mark the token revoked at ``now`` (a revoked one keeps its first time); the
+        updated record. ``NotFoundError`` if the id is unknown."""
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -40,6 +40,7 @@ class WorkerRecord:
     last_heartbeat: datetime | None = None
     registered_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    cert_fingerprint: str | None = None  # SHA-256 (hex) of the certificate it joined with
 
 
 @dataclass(slots=True)

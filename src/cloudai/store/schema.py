@@ -28,10 +28,14 @@ from sqlalchemy import (
     false,
 )
 
+from cloudai.security.tokens import Scope
 from cloudai.store.models import RESULT_STATUSES, TASK_STATUSES
 
 ID_LENGTH = 128
 STATUS_LENGTH = 16
+TOKEN_ID_LENGTH = 32
+FINGERPRINT_LENGTH = 64  # SHA-256, hex
+SCOPE_LENGTH = 16
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -94,6 +98,8 @@ workers = Table(
     Column("last_heartbeat", UTCDateTime, nullable=True),
     Column("registered_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # SHA-256 (hex) of the certificate the worker got when it joined; None: never joined.
+    Column("cert_fingerprint", String(FINGERPRINT_LENGTH), nullable=True),
 )
 
 tasks = Table(
@@ -153,4 +159,31 @@ results = Table(
     Column("result_location", Text, nullable=False, server_default=""),
     Column("received_at", UTCDateTime, nullable=False),
     CheckConstraint(f"status IN ({_in(RESULT_STATUSES)})", name="status"),
+)
+
+join_tokens = Table(
+    "join_tokens",
+    metadata,
+    Column("token_id", String(TOKEN_ID_LENGTH), primary_key=True),
+    Column("secret_hash", String(FINGERPRINT_LENGTH), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),  # None: never expires
+    Column("max_uses", Integer, nullable=True),  # None: any number of joins
+    Column("uses", Integer, nullable=False, server_default="0"),
+    Column("worker_id", String(ID_LENGTH), nullable=True),  # None: any worker id
+    Column("description", Text, nullable=False, server_default=""),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(TOKEN_ID_LENGTH), primary_key=True),
+    Column("secret_hash", String(FINGERPRINT_LENGTH), nullable=False),
+    Column("scope", String(SCOPE_LENGTH), nullable=False),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),  # None: never expires
+    Column("revoked_at", UTCDateTime, nullable=True),
+    CheckConstraint(f"scope IN ({_in(frozenset(Scope))})", name="scope"),
 )

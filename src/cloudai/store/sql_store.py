@@ -14,9 +14,12 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    and_,
     delete,
     func,
     insert,
+    literal,
+    or_,
     select,
     update,
 )
@@ -24,6 +27,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
+from cloudai.security.tokens import (
+    ApiTokenRecord,
+    JoinTokenRecord,
+    check_join,
+    unknown_join_token,
+)
 from cloudai.store import schema
 from cloudai.store.base import DuplicateError, NotFoundError, Store, StoreError
 from cloudai.store.engine import WRITE_OPTION, make_engine
@@ -45,6 +54,8 @@ _W = schema.workers
 _T = schema.tasks
 _A = schema.assignments
 _R = schema.results
+_J = schema.join_tokens
+_K = schema.api_tokens
 
 
 class SqlStore(Store):
@@ -129,6 +140,7 @@ class SqlStore(Store):
                 "is_active": excluded.is_active,
                 "last_heartbeat": func.coalesce(excluded.last_heartbeat, _W.c.last_heartbeat),
                 "updated_at": excluded.updated_at,
+                "cert_fingerprint": excluded.cert_fingerprint,
             },
         )
         with self._write() as conn:  # one transaction, one executemany
@@ -291,6 +303,93 @@ class SqlStore(Store):
         with self._read() as conn:
             row = conn.execute(select(_R).where(_R.c.task_id == task_id)).first()
         return None if row is None else ResultRecord(**row._asdict())
+
+    # -- join tokens -----------------------------------------------------------------
+
+    def add_join_token(self, record: JoinTokenRecord) -> None:
+        self._add_token(_J, asdict(record), record.token_id, "join token")
+
+    def get_join_token(self, token_id: str) -> JoinTokenRecord | None:
+        with self._read() as conn:
+            row = conn.execute(select(_J).where(_J.c.token_id == token_id)).first()
+        return None if row is None else JoinTokenRecord(**row._asdict())
+
+    def list_join_tokens(self) -> list[JoinTokenRecord]:
+        with self._read() as conn:
+            rows = conn.execute(select(_J).order_by(_J.c.created_at, _J.c.token_id)).all()
+        return [JoinTokenRecord(**row._asdict()) for row in rows]
+
+    def use_join_token(
+        self, token_id: str, now: datetime, worker_id: str | None = None
+    ) -> JoinTokenRecord:
+        schema.to_utc(now)  # a naive time is refused before anything is written
+        conditions = [
+            _J.c.token_id == token_id,
+            _J.c.revoked_at.is_(None),
+            or_(_J.c.expires_at.is_(None), _J.c.expires_at > now),
+            or_(_J.c.max_uses.is_(None), _J.c.uses < _J.c.max_uses),
+        ]
+        if worker_id is not None:
+            conditions.append(or_(_J.c.worker_id.is_(None), _J.c.worker_id == worker_id))
+        # One statement: the database serialises concurrent updates of the row and
+        # re-checks the WHERE on the row as the previous writer left it.
+        stmt = update(_J).where(and_(*conditions)).values(uses=_J.c.uses + 1).returning(*_J.c)
+        with self._write() as conn:
+            row = conn.execute(stmt).first()
+            if row is not None:
+                return JoinTokenRecord(**row._asdict())
+            current = conn.execute(select(_J).where(_J.c.token_id == token_id)).first()
+        if current is None:
+            raise unknown_join_token(token_id)
+        record = JoinTokenRecord(**current._asdict())
+        check_join(record, worker_id if worker_id is not None else record.worker_id or "", now)
+        # The WHERE and check_join are complements: not reached unless the row changed
+        # between the two statements in a way no store method changes it.
+        raise StoreError(f"join token {token_id} changed while it was being used; try again")
+
+    def revoke_join_token(self, token_id: str, now: datetime) -> JoinTokenRecord:
+        record = self._revoke(_J, token_id, now, "join token")
+        return JoinTokenRecord(**record)
+
+    # -- API tokens ------------------------------------------------------------------
+
+    def add_api_token(self, record: ApiTokenRecord) -> None:
+        values = asdict(record)
+        values["scope"] = record.scope.value
+        self._add_token(_K, values, record.token_id, "API token")
+
+    def list_api_tokens(self) -> list[ApiTokenRecord]:
+        with self._read() as conn:
+            rows = conn.execute(select(_K).order_by(_K.c.created_at, _K.c.token_id)).all()
+        return [ApiTokenRecord(**row._asdict()) for row in rows]
+
+    def revoke_api_token(self, token_id: str, now: datetime) -> ApiTokenRecord:
+        return ApiTokenRecord(**self._revoke(_K, token_id, now, "API token"))
+
+    def _add_token(self, table: Table, values: dict[str, Any], token_id: str, what: str) -> None:
+        stmt = (
+            self._insert(table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[table.c.token_id])
+        )
+        with self._write() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                raise DuplicateError(f"{what} {token_id!r} exists already")
+
+    def _revoke(self, table: Table, token_id: str, now: datetime, what: str) -> dict[str, Any]:
+        stmt = (
+            update(table)
+            .where(table.c.token_id == token_id)
+            .values(
+                revoked_at=func.coalesce(table.c.revoked_at, literal(now, schema.UTCDateTime()))
+            )
+            .returning(*table.c)
+        )
+        with self._write() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise NotFoundError(f"no {what} {token_id!r}")
+        return row._asdict()
 
     # -- lifecycle -----------------------------------------------------------------
 

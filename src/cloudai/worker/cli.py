@@ -68,7 +68,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"gRPC port, or the first to try ('50052' or ':50052'; default {DEFAULT_WORKER_PORT};"
         " 0: any free port)",
     )
-    p.add_argument("--host", help=f"listen address (default {_default('host')})")
+    p.add_argument(
+        "--host",
+        help="listen address (default 0.0.0.0; with --insecure 127.0.0.1, so that a "
+        "plaintext worker is reachable from other machines only when told so)",
+    )
+    p.add_argument(
+        "--join",
+        metavar="TOKEN",
+        help="join the cluster with a token from 'cloudai token create' (env "
+        "CLOUDAI_JOIN_TOKEN); needed once, the certificate is kept in the work dir",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="speak the plaintext protocol of the Go implementation (no TLS): for a Go master only",
+    )
     p.add_argument(
         "--master", type=_address, metavar="HOST:PORT", help="register with this master ourselves"
     )
@@ -109,6 +125,8 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         worker_id=args.id or None,
         port=args.port,
         host=args.host,
+        join_token=args.join,
+        insecure=args.insecure,
         master_address=args.master,
         advertise_host=args.advertise_host,
         heartbeat_interval=args.interval,
@@ -124,6 +142,9 @@ def announce(node: WorkerNode) -> None:
     """What the existing worker prints: its id, its address and the master's line."""
     print(f"Worker ID: {node.worker_id}")
     print(f"Worker address: {node.address}")
+    if not node.settings.insecure:
+        print(f"Joined; registering with master {node.settings.master_address}", flush=True)
+        return
     if node.settings.master_address:
         print(
             f"Registering with master {node.settings.master_address}; if it is not authorised"

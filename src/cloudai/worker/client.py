@@ -32,6 +32,7 @@ import grpc
 
 from cloudai.backoff import Backoff
 from cloudai.proto import pb, rpc
+from cloudai.security.pki import MASTER_DNS
 from cloudai.worker.results_spool import ResultSpool
 from cloudai.worker.settings import WorkerSettings
 
@@ -58,7 +59,7 @@ class ClientStats:
     result_failures: int = 0
 
 
-def channel_options(settings: WorkerSettings) -> list[tuple[str, int]]:
+def channel_options(settings: WorkerSettings) -> list[tuple[str, int | str]]:
     backoff_ms = int(settings.backoff_initial * 1000)
     return [
         ("grpc.keepalive_time_ms", int(settings.keepalive_time * 1000)),
@@ -94,10 +95,12 @@ class MasterClient:
         heartbeat: Callable[[], Awaitable[pb.Heartbeat]],
         spool: ResultSpool,
         rng: Callable[[], float] = random.random,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         """``worker_info(master_address)`` builds RegisterWorker's message (worker_ip
         must be reachable from that master); ``heartbeat()`` samples one heartbeat."""
         self.settings = settings
+        self._credentials = credentials  # None: plaintext (the Go protocol)
         self._worker_info = worker_info
         self._heartbeat = heartbeat
         self._spool = spool
@@ -205,9 +208,12 @@ class MasterClient:
         """The stub of the one channel to ``address`` (a new master: a new channel)."""
         if self._channel is None or self._channel_address != address:
             await self._close_channel()
-            self._channel = grpc.aio.insecure_channel(
-                address, options=channel_options(self.settings)
-            )
+            options = channel_options(self.settings)
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(address, options=options)
+            else:  # the master's certificate must name it: another worker's would not
+                options.append(("grpc.ssl_target_name_override", MASTER_DNS))
+                self._channel = grpc.aio.secure_channel(address, self._credentials, options)
             self._channel_address = address
             self.stream_supported = None
         return rpc.MasterWorkerStub(self._channel)

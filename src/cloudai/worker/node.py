@@ -26,9 +26,12 @@ import grpc
 import psutil
 
 from cloudai.addresses import is_wildcard, join_host_port, local_address_towards, split_host_port
-from cloudai.proto import pb, rpc
+from cloudai.proto import pb
+from cloudai.proto.tolerant import add_master_worker
+from cloudai.security.credentials import WorkerIdentity, load_worker, save_worker
 from cloudai.worker.client import MasterClient
 from cloudai.worker.gpu import NvmlGpuProvider
+from cloudai.worker.join import JoinError, join_cluster
 from cloudai.worker.results_spool import ResultSpool
 from cloudai.worker.runtimes.docker import ClientFactory, DockerRuntime, default_client_factory
 from cloudai.worker.runtimes.process import ProcessRuntime
@@ -57,8 +60,15 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def bind_first_free(server: grpc.aio.Server, host: str, first: int, tries: int) -> int:
-    """Bind ``server`` to the first free port from ``first`` (0: any free port)."""
+def bind_first_free(
+    server: grpc.aio.Server,
+    host: str,
+    first: int,
+    tries: int,
+    credentials: grpc.ServerCredentials | None = None,
+) -> int:
+    """Bind ``server`` to the first free port from ``first`` (0: any free port); with
+    ``credentials`` a TLS port, else plaintext."""
     if first == 0:
         candidates: range = range(0, 1)
     else:
@@ -67,7 +77,11 @@ def bind_first_free(server: grpc.aio.Server, host: str, first: int, tries: int) 
         if port and not _port_is_free(host, port):
             continue
         try:
-            bound = server.add_insecure_port(join_host_port(host, port))
+            address = join_host_port(host, port)
+            if credentials is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, credentials)
         except RuntimeError:  # lost a race for the port
             continue
         if bound:
@@ -115,8 +129,8 @@ class WorkerNode:
         settings = self.settings
         if settings.advertise_host:
             return settings.advertise_host
-        if not is_wildcard(settings.host):
-            return settings.host
+        if not is_wildcard(settings.listen_host):
+            return settings.listen_host
         if towards:
             with contextlib.suppress(ValueError):
                 host, port = split_host_port(towards)
@@ -191,7 +205,36 @@ class WorkerNode:
             await self._release()
             raise
 
+    async def _identity(self, settings: WorkerSettings) -> WorkerIdentity | None:
+        """Secure mode: the certificate kept from joining, or a join with the token."""
+        if settings.insecure:
+            log.warning(
+                "--insecure: plaintext gRPC, no certificates; anyone who reaches %s can "
+                "give this worker tasks. Use it only with a Go master.",
+                settings.listen_host,
+            )
+            return None
+        kept = await asyncio.to_thread(load_worker, self.work_dir, self.worker_id)
+        if kept is not None:
+            return kept
+        if not settings.join_token or not settings.master_address:
+            raise WorkerStartError(
+                "this worker has not joined a cluster yet: start it with --master HOST:PORT "
+                "--join TOKEN (on the master: cloudai token create), or --insecure for a Go "
+                "master"
+            )
+        try:
+            identity = await join_cluster(
+                settings.master_address, settings.join_token, self.worker_id
+            )
+        except JoinError as exc:
+            raise WorkerStartError(str(exc)) from None
+        await asyncio.to_thread(save_worker, self.work_dir, identity)
+        log.info("joined the cluster of %s as %s", settings.master_address, self.worker_id)
+        return identity
+
     async def _start_components(self, settings: WorkerSettings) -> None:
+        identity = await self._identity(settings)
         gpu = self._gpu if self._gpu is not None else NvmlGpuProvider()
         self._gpu = gpu
         self.sampler = SystemSampler(self.work_dir, gpu, self._psutil)
@@ -202,7 +245,12 @@ class WorkerNode:
             log.info("%d task result(s) from an earlier run wait for delivery", pending)
         self.docker = DockerRuntime(self.worker_id, settings.max_log_bytes, self._docker_factory)
         self.client = MasterClient(
-            settings, self.worker_info, self.heartbeat, self.spool, self._rng
+            settings,
+            self.worker_info,
+            self.heartbeat,
+            self.spool,
+            self._rng,
+            credentials=identity.channel_credentials() if identity else None,
         )
         self.tasks = TaskManager(
             self.worker_id,
@@ -216,7 +264,9 @@ class WorkerNode:
             storage_free_gb=self.sampler.storage_free_gb,
             on_result=self.client.notify_result,
         )
-        self.service = WorkerService(self.worker_id, self.tasks, self.client)
+        self.service = WorkerService(
+            self.worker_id, self.tasks, self.client, master_only=identity is not None
+        )
         await self.tasks.recover_interrupted()
 
         server = grpc.aio.server(
@@ -228,8 +278,14 @@ class WorkerNode:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ]
         )
-        rpc.add_MasterWorkerServicer_to_server(self.service, server)
-        self.port = bind_first_free(server, settings.host, settings.port, settings.port_search)
+        add_master_worker(self.service, server)
+        self.port = bind_first_free(
+            server,
+            settings.listen_host,
+            settings.port,
+            settings.port_search,
+            identity.server_credentials() if identity else None,
+        )
         await server.start()
         self._server = server
 
@@ -242,7 +298,7 @@ class WorkerNode:
             "worker %s serving gRPC on %s (reachable at %s); %g cores, %.1f GiB memory,"
             " %.1f GiB storage, %g GPUs; work dir %s",
             self.worker_id,
-            join_host_port(settings.host, self.port),
+            join_host_port(settings.listen_host, self.port),
             self.address,
             t.cpu_cores,
             t.memory_gb,

@@ -16,6 +16,9 @@ import grpc
 
 from cloudai.addresses import is_wildcard, join_host_port, split_host_port
 from cloudai.proto import pb, rpc
+from cloudai.proto.tolerant import Undecodable
+from cloudai.security.limiter import LogOnce
+from cloudai.security.peers import PeerCertificates
 from cloudai.worker.tasks import TaskManager
 
 log = logging.getLogger(__name__)
@@ -64,14 +67,48 @@ def master_address_from(info: pb.MasterInfo, peer: str) -> str:
 
 
 class WorkerService(rpc.MasterWorkerServicer):
-    def __init__(self, worker_id: str, tasks: TaskManager, master: MasterLink) -> None:
+    def __init__(
+        self, worker_id: str, tasks: TaskManager, master: MasterLink, master_only: bool = False
+    ) -> None:
+        """``master_only`` (secure mode): every call must come with the master's
+        certificate (TLS already checked it was signed by the CA this worker pinned)."""
         self.worker_id = worker_id
         self._tasks = tasks
         self._master = master
+        self._peers = PeerCertificates() if master_only else None
+        self._refusals = LogOnce(60.0)
+        self.refused_calls = 0
+
+    async def _check_call(
+        self, context: grpc.aio.ServicerContext, what: str, request: object
+    ) -> None:
+        """Refuse garbage (INVALID_ARGUMENT, no traceback) and, in secure mode, any caller
+        but the master; one log line per peer a minute."""
+        if request.__class__ is Undecodable:
+            assert isinstance(request, Undecodable)
+            self.refused_calls += 1
+            if self._refusals.allow(context.peer()) is not None:
+                log.warning("refused %s from %s: %s", what, context.peer(), request.describe())
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
+        await self._require_master(context, what)
+
+    async def _require_master(self, context: grpc.aio.ServicerContext, what: str) -> None:
+        if self._peers is None:
+            return
+        caller = self._peers.of(context)
+        if caller is not None and caller.role == "master":
+            return
+        self.refused_calls += 1
+        who = "no certificate" if caller is None else f"the certificate of {caller.describe()}"
+        message = f"{what} is taken only from this worker's master, not from {who}"
+        if self._refusals.allow(context.peer()) is not None:
+            log.warning("refused %s from %s: %s", what, context.peer(), message)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
 
     async def MasterRegister(
         self, request: pb.MasterInfo, context: grpc.aio.ServicerContext
     ) -> pb.RegisterAck:
+        await self._check_call(context, "MasterRegister", request)
         try:
             address = master_address_from(request, context.peer())
         except ValueError as exc:
@@ -84,11 +121,13 @@ class WorkerService(rpc.MasterWorkerServicer):
         )
 
     async def AssignTask(self, request: pb.Task, context: grpc.aio.ServicerContext) -> pb.TaskAck:
+        await self._check_call(context, "AssignTask", request)
         if not self._master.master_known:
             return pb.TaskAck(success=False, message=MASTER_NOT_REGISTERED)
         ok, message = await self._tasks.assign(request)
         return pb.TaskAck(success=ok, message=message)
 
     async def CancelTask(self, request: pb.TaskID, context: grpc.aio.ServicerContext) -> pb.TaskAck:
+        await self._check_call(context, "CancelTask", request)
         ok, message = await self._tasks.cancel(request.task_id)
         return pb.TaskAck(success=ok, message=message)

@@ -28,7 +28,9 @@ class WorkerSettings(CloudAISettings):
 
     worker_id: str = Field(default_factory=socket.gethostname)
     # gRPC server: the first free port from ``port`` (``port_search`` tries; 0: any free port).
-    host: str = "0.0.0.0"
+    # None: 0.0.0.0 with TLS; loopback in plaintext mode (an unauthenticated worker is
+    # reachable from other machines only when told so with --host).
+    host: str | None = None
     port: int = DEFAULT_WORKER_PORT
     port_search: int = Field(100, ge=1)
     # Address the master uses to reach us ("ip" only); None: the local address that
@@ -37,6 +39,10 @@ class WorkerSettings(CloudAISettings):
     # Flow (2): register with this master ("HOST:PORT") ourselves. None: flow (1), wait
     # for a master's MasterRegister.
     master_address: str | None = None
+    # Secure by default: join with a token (once; the certificate is kept in work_dir)
+    # and speak mutual TLS. insecure: the plaintext protocol of the Go implementation.
+    insecure: bool = False
+    join_token: str | None = None
     heartbeat_interval: float = 5.0
     # None: default_work_root() / worker_id. Holds the result spool and task directories.
     work_dir: Path | None = None
@@ -59,6 +65,12 @@ class WorkerSettings(CloudAISettings):
     def _valid(self) -> WorkerSettings:
         self.check()
         return self
+
+    @property
+    def listen_host(self) -> str:
+        if self.host:
+            return self.host
+        return "127.0.0.1" if self.insecure else "0.0.0.0"
 
     def resolved_work_dir(self) -> Path:
         return self.work_dir if self.work_dir is not None else default_work_root() / self.worker_id

@@ -18,6 +18,7 @@ from cloudai.worker.settings import WorkerSettings
 def fast_settings(**kwargs: Any) -> WorkerSettings:
     values: dict[str, Any] = {
         "worker_id": "w1",
+        "insecure": True,
         "heartbeat_interval": 0.05,
         "backoff_initial": 0.02,
         "heartbeat_backoff_max": 0.2,

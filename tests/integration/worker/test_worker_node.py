@@ -33,6 +33,7 @@ class NoGpu:
 def settings(tmp_path: Path, **kwargs: Any) -> WorkerSettings:
     values: dict[str, Any] = {
         "worker_id": "w1",
+        "insecure": True,  # the plaintext protocol; secure workers: tests/integration/security
         "host": "127.0.0.1",
         "port": 0,
         "work_dir": tmp_path / "work",

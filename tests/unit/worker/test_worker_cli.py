@@ -24,7 +24,12 @@ def test_defaults_match_the_existing_worker() -> None:
     settings = cli.settings_from_args(parse())
     default = WorkerSettings()
     assert settings.worker_id == default.worker_id  # the hostname
-    assert (settings.port, settings.host, settings.heartbeat_interval) == (50052, "0.0.0.0", 5.0)
+    assert (settings.port, settings.listen_host, settings.heartbeat_interval) == (
+        50052,
+        "0.0.0.0",
+        5.0,
+    )
+    assert not settings.insecure and settings.join_token is None  # secure by default
     assert settings.master_address is None  # flow (1): wait for MasterRegister
     assert settings.docker_enabled
 
@@ -80,9 +85,8 @@ def test_cloudai_worker_prints_its_registration_line_and_exits_0_on_sigterm(
 ) -> None:
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloudai", "worker", "--id", "cli-1", "--port", "0",
-         "--host", "127.0.0.1", "--work-dir", str(tmp_path / "w"), "--no-docker",
-         "--ready-file", str(ready)],
+        [sys.executable, "-m", "cloudai", "worker", "--insecure", "--id", "cli-1", "--port",
+         "0", "--work-dir", str(tmp_path / "w"), "--no-docker", "--ready-file", str(ready)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -105,3 +109,25 @@ def test_cloudai_worker_prints_its_registration_line_and_exits_0_on_sigterm(
     assert "Worker ID: cli-1" in output
     assert f"Worker address: 127.0.0.1:{data['port']}" in output
     assert f"register cli-1 127.0.0.1:{data['port']}" in output
+
+
+def test_a_plaintext_worker_listens_on_loopback_unless_told() -> None:
+    assert cli.settings_from_args(parse("--insecure")).listen_host == "127.0.0.1"
+    assert cli.settings_from_args(parse("--insecure", "--host", "0.0.0.0")).listen_host == (
+        "0.0.0.0"
+    )
+
+
+def test_a_secure_worker_that_never_joined_says_how(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cloudai", "worker", "--id", "cli-2", "--port", "0",
+         "--work-dir", str(tmp_path / "w"), "--no-docker"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "has not joined a cluster yet: start it with --master HOST:PORT --join TOKEN" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,87 @@
+"""Serving ``cluster.MasterWorker`` with deserializers that never raise.
+
+grpcio logs a request it cannot parse as an "unexpected" error with a full traceback,
+once per message, and answers UNKNOWN: a sender of garbage could fill the disk. Here a
+request that does not parse becomes an ``Undecodable`` value instead, which the
+servicer answers with INVALID_ARGUMENT, counts, and logs once per peer a minute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from cloudai.proto import SERVICE_NAME, pb
+
+
+class Undecodable:
+    """A request whose bytes are not the message its method expects."""
+
+    __slots__ = ("error", "message_name")
+
+    def __init__(self, message_name: str, error: str) -> None:
+        self.message_name = message_name
+        self.error = error
+
+    def describe(self) -> str:
+        return f"not a valid {self.message_name}: {self.error}"
+
+
+def tolerant(message_type: type[Message]) -> Callable[[bytes], Any]:
+    """``message_type.FromString`` that returns an Undecodable instead of raising."""
+    parse = message_type.FromString
+    name = message_type.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Undecodable(name, str(exc))
+
+    return deserialize
+
+
+def add_master_worker(servicer: Any, server: grpc.aio.Server) -> None:
+    """Register ``servicer``'s methods of ``cluster.MasterWorker`` on ``server``."""
+    unary = grpc.unary_unary_rpc_method_handler
+    handlers = {
+        "RegisterWorker": unary(
+            servicer.RegisterWorker,
+            request_deserializer=tolerant(pb.WorkerInfo),
+            response_serializer=pb.RegisterAck.SerializeToString,
+        ),
+        "SendHeartbeat": unary(
+            servicer.SendHeartbeat,
+            request_deserializer=tolerant(pb.Heartbeat),
+            response_serializer=pb.HeartbeatAck.SerializeToString,
+        ),
+        "ReportTaskCompletion": unary(
+            servicer.ReportTaskCompletion,
+            request_deserializer=tolerant(pb.TaskResult),
+            response_serializer=pb.Ack.SerializeToString,
+        ),
+        "MasterRegister": unary(
+            servicer.MasterRegister,
+            request_deserializer=tolerant(pb.MasterInfo),
+            response_serializer=pb.RegisterAck.SerializeToString,
+        ),
+        "AssignTask": unary(
+            servicer.AssignTask,
+            request_deserializer=tolerant(pb.Task),
+            response_serializer=pb.TaskAck.SerializeToString,
+        ),
+        "CancelTask": unary(
+            servicer.CancelTask,
+            request_deserializer=tolerant(pb.TaskID),
+            response_serializer=pb.TaskAck.SerializeToString,
+        ),
+        "StreamHeartbeats": grpc.stream_unary_rpc_method_handler(
+            servicer.StreamHeartbeats,
+            request_deserializer=tolerant(pb.Heartbeat),
+            response_serializer=pb.HeartbeatAck.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

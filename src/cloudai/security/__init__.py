@@ -1,0 +1,1 @@
+"""Cluster identity and credentials: certificates, join and API tokens."""
