@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 MODES = ("unary", "stream")
 TARGETS = ("ours", "floor")  # a master of ours, or the do-nothing gRPC server
 DEFAULT_TICK_MS = 5.0  # our master's --ws-batch-ms default
+MAX_TLS_WORKERS = 2000  # --tls: each worker joins (a key, a CSR, a certificate) first
 
 
 @dataclass(slots=True)
@@ -36,6 +37,10 @@ class BenchConfig:
     ws_batch_ms: float | None = None
     inactivity_timeout: float | None = None
     master_args: list[str] = field(default_factory=list)
+    # --tls: our master runs secure (its default: mutual TLS, HTTPS/WSS, API tokens), every
+    # simulated worker joins and gets its own certificate and its own TLS connection.
+    # Without it our master runs --insecure: the plaintext protocol.
+    tls: bool = False
     label: str = ""
 
     def validate(self) -> None:
@@ -55,6 +60,21 @@ class BenchConfig:
             raise ValueError("the floor server has no WebSocket clients and is started fresh")
         if (self.grpc is None) != (self.ws_url is None) and self.clients + self.slow_clients:
             raise ValueError("--grpc and --ws-url go together")
+        if self.tls:
+            self._validate_tls()
+
+    def _validate_tls(self) -> None:
+        if self.target != "ours" or self.grpc is not None:
+            raise ValueError("--tls runs a fresh secure master of ours (not the floor, no --grpc)")
+        if self.connections not in (0, self.workers):
+            raise ValueError(
+                "--tls: a secure master binds each worker to its own certificate, so each "
+                "simulated worker has its own connection (no --connections)"
+            )
+        if self.workers > MAX_TLS_WORKERS:
+            raise ValueError(
+                f"--tls: at most {MAX_TLS_WORKERS:,} workers (each joins the cluster first)"
+            )
 
     @property
     def gen_count(self) -> int:

@@ -1,7 +1,8 @@
 """A generator process: simulates its share of the workers and sends their heartbeats.
 
 Lifecycle, driven by the coordinator over a pipe: connect and register every owned
-worker (one gRPC connection per worker by default, like real workers) -> ``ready`` ->
+worker (one gRPC connection per worker by default, like real workers; with ``--tls`` one
+TLS connection per worker, presenting that worker's certificate) -> ``ready`` ->
 wait for ``start`` -> send heartbeats open-loop until the end time -> wait for the last
 answers -> ``result``. Each heartbeat's send time and outcome go to the shared arrays.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from cloudai.bench import h2client
 from cloudai.bench.config import BenchConfig
+from cloudai.bench.enrol import WorkerTls
 from cloudai.bench.heartbeats import HeartbeatTemplate, worker_info
 from cloudai.bench.histogram import Histogram
 from cloudai.bench.runtime import receive, run_async
@@ -28,6 +30,7 @@ from cloudai.proto import pb
 SERVICE = "/cluster.MasterWorker/"
 ACK_OK = pb.HeartbeatAck(success=True).SerializeToString()
 CONNECT_BATCH = 256
+TLS_CONNECT_BATCH = 64  # TLS handshakes at once (each costs the master a signature)
 ANSWER_TIMEOUT = 15.0  # seconds to wait for the last answers after the load
 MIN_SLEEP = 0.001
 REGISTER_BATCH = 200  # RegisterWorker calls in flight per generator
@@ -46,6 +49,7 @@ class GeneratorSpec:
     shared_path: str
     capacity: int
     connections: int  # gRPC connections of this generator
+    tls: WorkerTls | None = None  # --tls: where the workers' keys and certificates are
 
 
 class _Registration:
@@ -93,7 +97,18 @@ class Generator:
     # -- set-up ---------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        host, port = self.spec.grpc_host, self.spec.grpc_port
+        host, port, tls = self.spec.grpc_host, self.spec.grpc_port, self.spec.tls
+        if tls is not None:  # worker j's own connection, with its own certificate
+            contexts = [tls.context(worker_id) for worker_id in self.ids]
+            for start in range(0, len(contexts), TLS_CONNECT_BATCH):
+                batch = contexts[start : start + TLS_CONNECT_BATCH]
+                self.conns += await asyncio.gather(
+                    *(
+                        h2client.connect(host, port, self.on_response, c, tls.server_hostname)
+                        for c in batch
+                    )
+                )
+            return
         count = max(1, min(self.spec.connections, len(self.owned)))
         for start in range(0, count, CONNECT_BATCH):
             batch = range(start, min(count, start + CONNECT_BATCH))

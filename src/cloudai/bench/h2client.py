@@ -12,7 +12,8 @@ generator would cost as much as the gRPC server it measures (docs/PERFORMANCE.md
 bench's own clients"). The client is tested against a real grpc.aio server
 (tests/integration/bench).
 
-Scope: cleartext HTTP/2 (h2c, prior knowledge), unary calls and client-streaming calls,
+Scope: HTTP/2 over cleartext (h2c, prior knowledge) or TLS (ALPN ``h2``; ``cloudai
+bench --tls``: each connection presents one simulated worker's certificate), unary calls and client-streaming calls,
 send-side flow control (connection and stream windows), SETTINGS/PING acks, GOAWAY,
 RST_STREAM. A call succeeds when the server sent a response message and ended the
 stream; otherwise it fails, with the ``grpc-status``/``grpc-message`` of the trailers
@@ -22,6 +23,7 @@ when they could be decoded.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -341,11 +343,30 @@ def _grpc_status(block: bytes) -> tuple[str | None, str | None]:
     return headers.get("grpc-status"), headers.get("grpc-message")
 
 
-async def connect(host: str, port: int, on_response: ResponseHandler) -> H2Connection:
+async def connect(
+    host: str,
+    port: int,
+    on_response: ResponseHandler,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> H2Connection:
+    """Open a connection and wait for the server's SETTINGS. With ``ssl_context``: TLS,
+    the server's certificate checked for ``server_hostname`` (default ``host``); the
+    context must offer ALPN ``h2`` and the server must select it."""
     loop = asyncio.get_running_loop()
     authority = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-    _transport, protocol = await loop.create_connection(
-        lambda: H2Connection(authority, on_response), host, port
+    transport, protocol = await loop.create_connection(
+        lambda: H2Connection(authority, on_response),
+        host,
+        port,
+        ssl=ssl_context,
+        server_hostname=(server_hostname or host) if ssl_context is not None else None,
     )
+    if ssl_context is not None:
+        tls = transport.get_extra_info("ssl_object")
+        selected = tls.selected_alpn_protocol() if tls is not None else None
+        if selected != "h2":
+            transport.close()
+            raise ConnectionError(f"the server did not select HTTP/2 over TLS (ALPN {selected})")
     await asyncio.wait_for(protocol.ready, timeout=10.0)
     return protocol

@@ -1,8 +1,11 @@
-"""A fresh master process per run, on loopback ephemeral ports, the workers pre-authorised.
+"""A fresh master process per run, on loopback ephemeral ports.
 
-``LocalMaster`` is ours; ``FloorMaster`` is the do-nothing gRPC server of
-``floor_master.py`` (``--target floor``). Both are a ``ChildServer``: a process that
-writes a ready file with its ports.
+``LocalMaster`` is ours: ``--insecure`` (plaintext gRPC and HTTP, the simulated workers
+pre-authorised with ``--allow-workers-file``) unless ``secure``, where it runs as
+installed (mutual TLS, HTTPS/WSS, API tokens) and the workers join (``enrol.py``).
+``FloorMaster`` is the do-nothing gRPC server of ``floor_master.py`` (``--target
+floor``, always plaintext). Both are a ``ChildServer``: a process that writes a ready
+file with its ports.
 """
 
 from __future__ import annotations
@@ -99,16 +102,16 @@ class LocalMaster(ChildServer):
         ws_batch_ms: float | None = None,
         inactivity_timeout: float | None = None,
         extra_args: list[str] | None = None,
+        secure: bool = False,
     ) -> None:
         super().__init__(workdir)
         self.worker_ids = worker_ids
+        self.secure = secure
         self.ws_batch_ms = ws_batch_ms
         self.inactivity_timeout = inactivity_timeout
         self.extra_args = list(extra_args or [])
 
     def command(self) -> list[str]:
-        allow = self.workdir / "workers.txt"
-        allow.write_text("".join(f"{worker_id}\n" for worker_id in self.worker_ids))
         args = [
             sys.executable,
             "-m",
@@ -125,11 +128,13 @@ class LocalMaster(ChildServer):
             "--no-cli",
             "--ready-file",
             str(self.ready_file),
-            "--allow-workers-file",
-            str(allow),
             "--data-dir",
-            str(self.workdir / "data"),
+            str(self.data_dir),
         ]
+        if not self.secure:
+            allow = self.workdir / "workers.txt"
+            allow.write_text("".join(f"{worker_id}\n" for worker_id in self.worker_ids))
+            args += ["--insecure", "--allow-workers-file", str(allow)]
         if self.ws_batch_ms is not None:
             args += ["--ws-batch-ms", str(self.ws_batch_ms)]
         if self.inactivity_timeout is not None:
@@ -137,8 +142,23 @@ class LocalMaster(ChildServer):
         return args + self.extra_args
 
     @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster CA a secure master created in its data dir."""
+        return self.data_dir / "tls" / "ca.pem"
+
+    @property
+    def http_base(self) -> str:
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://127.0.0.1:{self.ready['http_port']}"
+
+    @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ready['http_port']}/ws/telemetry"
+        scheme = "wss" if self.secure else "ws"
+        return f"{scheme}://127.0.0.1:{self.ready['http_port']}/ws/telemetry"
 
 
 class FloorMaster(ChildServer):

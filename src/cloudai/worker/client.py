@@ -477,16 +477,19 @@ class MasterClient:
             )
             return False
         if not ack.success:
+            # The master answered and said no: the result is not one it issued to us (a
+            # task it never assigned, or assigned elsewhere). Retrying cannot change that;
+            # keep it aside for a person to look at.
             self.stats.result_failures += 1
-            level = logging.DEBUG if result.task_id in self._undelivered else logging.WARNING
-            self._undelivered.add(result.task_id)
-            log.log(
-                level,
-                "master refused the result of task %s: %s; will retry",
+            log.warning(
+                "master refused the result of task %s: %s; kept in %s",
                 result.task_id,
                 ack.message,
+                self._spool.rejected_dir,
             )
-            return False
+            await asyncio.to_thread(self._spool.reject, result.task_id)
+            self._undelivered.discard(result.task_id)
+            return True
         await asyncio.to_thread(self._spool.remove, result.task_id)
         self._undelivered.discard(result.task_id)
         self.stats.results_delivered += 1
