@@ -15,6 +15,7 @@ class TaskStatus(enum.StrEnum):
     FAILURE = "failure"
     CANCELLED = "cancelled"
     REJECTED = "rejected"  # the worker refused it, or could not be reached
+    LOST = "lost"  # accepted, but no longer anywhere: never ran, or vanished without a result
 
     @property
     def finished(self) -> bool:
@@ -31,7 +32,13 @@ class TaskStatus(enum.StrEnum):
 
 
 TERMINAL_STATUSES = frozenset(
-    {TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.CANCELLED, TaskStatus.REJECTED}
+    {
+        TaskStatus.SUCCESS,
+        TaskStatus.FAILURE,
+        TaskStatus.CANCELLED,
+        TaskStatus.REJECTED,
+        TaskStatus.LOST,
+    }
 )
 RESULT_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.CANCELLED})
 """What a worker's TaskResult may report."""
