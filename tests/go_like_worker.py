@@ -8,12 +8,17 @@ with "Master not registered yet". An assigned task "runs" at once: it reports su
 with the command echoed as its logs.
 
 Run as ``python -m tests.go_like_worker ID``; it prints one JSON line per event, the first
-``{"listening": "127.0.0.1:PORT"}``.
+``{"listening": "127.0.0.1:PORT"}``. With ``GO_LIKE_DROP_TASKS`` set it accepts tasks and
+drops them (as the Go worker does with a task it cannot run). A second MasterRegister (a
+master announcing itself again, e.g. after a restart) replaces the heartbeat loop; a
+master that does not call it back is never found again (heartbeats keep failing with
+NOT_FOUND).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import grpc
@@ -39,6 +44,8 @@ class GoLikeWorker(rpc.MasterWorkerServicer):
     async def MasterRegister(self, request: pb.MasterInfo, context: object) -> pb.RegisterAck:
         self.master = request.master_address
         emit({"master": self.master})
+        if self.loop_task is not None:  # announced again: one heartbeat loop, the new one
+            self.loop_task.cancel()
         channel = grpc.aio.insecure_channel(self.master)
         self.stub = rpc.MasterWorkerStub(channel)
         self.loop_task = asyncio.get_running_loop().create_task(self.run())
@@ -48,6 +55,8 @@ class GoLikeWorker(rpc.MasterWorkerServicer):
         if self.stub is None:
             return pb.TaskAck(success=False, message="Master not registered yet")
         emit({"task": request.task_id})
+        if os.environ.get("GO_LIKE_DROP_TASKS"):  # accept it, then drop it (never runs)
+            return pb.TaskAck(success=True, message="accepted")
         asyncio.get_running_loop().create_task(self.finish(request))
         return pb.TaskAck(success=True, message="accepted")
 

@@ -42,6 +42,7 @@ TRANSITIONS: dict[tuple[TaskStatus, TaskEvent], TaskStatus] = {
     (_S.QUEUED, _E.ASSIGNED): _S.ASSIGNED,
     (_S.QUEUED, _E.REFUSED): _S.REJECTED,
     (_S.QUEUED, _E.EXPIRED): _S.LOST,
+    (_S.QUEUED, _E.LOST): _S.LOST,  # sent before a crash, its outcome never stored
     (_S.QUEUED, _E.SEEN_RUNNING): _S.RUNNING,  # a fast task listed before the ack returned
     (_S.ASSIGNED, _E.SEEN_RUNNING): _S.RUNNING,
     (_S.ASSIGNED, _E.LOST): _S.LOST,

@@ -140,7 +140,7 @@ async def test_the_task_query_is_checked(http: aiohttp.ClientSession) -> None:
         assert r.status == 400
         assert await _error(r) == (
             "status must be one of 'queued', 'assigned', 'running', 'success', 'failure', "
-            "'cancelled' or 'rejected', got 'bogus'"
+            "'cancelled', 'rejected' or 'lost', got 'bogus'"
         )
     async with http.get("/api/tasks", params={"worker_id": "no/such id"}) as r:
         assert r.status == 400 and "has invalid characters" in await _error(r)

@@ -164,11 +164,31 @@ class TaskSubmission(Request):
             "anyOf": [
                 {"required": ["docker_image"], "properties": {"docker_image": {"minLength": 1}}},
                 {"required": ["command"], "properties": {"command": {"minLength": 1}}},
-            ]
+            ],
+            "oneOf": [
+                {
+                    "required": ["worker_id"],
+                    "properties": {
+                        "worker_id": {"type": "string"},
+                        "any_worker": {"const": False},
+                    },
+                },
+                {
+                    "required": ["any_worker"],
+                    "properties": {"any_worker": {"const": True}, "worker_id": {"type": "null"}},
+                },
+            ],
         }
     )
 
-    worker_id: Identifier
+    worker_id: Identifier | None = Field(
+        default=None, description="the worker to run it; null with any_worker"
+    )
+    any_worker: bool = Field(
+        default=False,
+        description="place it on the least-loaded active worker whose free CPU, memory "
+        "and GPUs fit the request (instead of worker_id)",
+    )
     task_id: OptionalIdentifier = ""
     docker_image: str = ""
     command: str = ""
@@ -181,6 +201,8 @@ class TaskSubmission(Request):
     def _something_to_run(self) -> TaskSubmission:
         if not self.docker_image and not self.command:
             raise ValueError("a task needs a docker_image or a command")
+        if (self.worker_id is None) == (not self.any_worker):
+            raise ValueError("give either a worker_id or any_worker: true")
         return self
 
 

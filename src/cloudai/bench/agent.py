@@ -51,6 +51,7 @@ def measure_agent(seconds: float, interval: float = 5.0, warmup: float = 15.0) -
             "--log-level",
             "WARNING",
             "worker",
+            "--insecure",  # the bench's master runs --insecure
             "--id",
             WORKER_ID,
             "--master",

@@ -1,7 +1,9 @@
 """`cloudai bench`: load a master with simulated workers and dashboards, measure it.
 
 One JSON line per run on stdout, then a table. By default each run gets a fresh master
-of our own with the simulated workers authorised (``--allow-workers-file``); ``--grpc``,
+of our own, plaintext (``--insecure``), with the simulated workers authorised
+(``--allow-workers-file``); ``--tls`` runs it secure instead (each simulated worker joins
+and presents its own certificate over its own TLS connection; WSS with a token); ``--grpc``,
 ``--ws-url`` and ``--master-pid`` aim at any master that speaks the protocol, and
 ``--print-register`` prints the admin's ``register`` lines for masters that need them.
 """
@@ -97,6 +99,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     own.add_argument("--inactivity-timeout", type=float, help="seconds (its default: 30)")
     own.add_argument("--master-arg", action="append", default=[], help="extra flag, repeatable")
+    own.add_argument(
+        "--tls",
+        action="store_true",
+        help="run it secure (mutual TLS, HTTPS/WSS, API tokens): every simulated worker "
+        "joins first and gets its own certificate and TLS connection; without it the "
+        "master runs --insecure (plaintext)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--json-out", type=Path, help="also append the JSON lines to FILE")
     out.add_argument("--plot", type=Path, metavar="FILE.png", help="latency vs offered load")
@@ -141,6 +150,7 @@ def configs_from_args(args: argparse.Namespace) -> list[BenchConfig]:
         ws_batch_ms=args.ws_batch_ms,
         inactivity_timeout=args.inactivity_timeout,
         master_args=list(args.master_arg),
+        tls=args.tls,
         label=args.label,
     )
     configs = []

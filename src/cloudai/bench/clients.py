@@ -19,6 +19,7 @@ from typing import Any
 
 from cloudai.bench import wsclient
 from cloudai.bench.config import BenchConfig
+from cloudai.bench.enrol import MasterAccess
 from cloudai.bench.histogram import Histogram
 from cloudai.bench.runtime import receive, run_async
 from cloudai.bench.schedule import Layout, worker_ids
@@ -44,6 +45,7 @@ class ClientSpec:
     normal: int  # clients that keep up
     tracked: int  # how many of them are tracked
     slow: int  # clients that pause (always tracked)
+    access: MasterAccess | None = None  # --tls: WSS with the CA and the admin token
 
 
 class _Counter:
@@ -86,6 +88,8 @@ class ClientGroup:
         spec = self.spec
         plan = [(i < spec.tracked, False) for i in range(spec.normal)]
         plan += [(True, True)] * spec.slow
+        access = spec.access
+        context = access.context() if access is not None else None
         for start in range(0, len(plan), CONNECT_BATCH):
             batch = plan[start : start + CONNECT_BATCH]
             clients = await asyncio.gather(
@@ -97,6 +101,9 @@ class ClientGroup:
                         _on_message,
                         self._state(tracked),
                         SLOW_RECEIVE_BUFFER if slow else None,
+                        context,
+                        access.server_hostname if access is not None else None,
+                        access.headers if access is not None else None,
                     )
                     for tracked, slow in batch
                 )

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from cryptography.exceptions import InvalidSignature
 from pydantic import ValidationError
 
 from cloudai.api.models import CreatedJoinToken, JoinRequest, JoinResponse, JoinTokenRequest
@@ -147,8 +148,11 @@ def certificate_from(body: bytes, worker_id: str, ca_pem: bytes) -> bytes:
         answer = JoinResponse.model_validate_json(body)
         cert = pki.load_cert(answer.certificate_pem.encode())
         pki.verify_issued_by(cert, pki.load_cert(ca_pem))
-    except (ValidationError, pki.PkiError) as exc:
-        raise EnrolError(f"the join answer for {worker_id} is not usable: {exc}") from None
+    except (ValidationError, pki.PkiError, InvalidSignature) as exc:
+        # InvalidSignature: a certificate whose issuer has the CA's name but another key
+        # (pki.verify_issued_by lets it through unconverted)
+        reason = str(exc) or type(exc).__name__
+        raise EnrolError(f"the join answer for {worker_id} is not usable: {reason}") from None
     if pki.identity(cert) != ("worker", worker_id):
         raise EnrolError(f"the master issued {pki.identity(cert)} to {worker_id}")
     return answer.certificate_pem.encode()
@@ -170,7 +174,7 @@ def _error_text(status: int, body: bytes) -> str:
     return f"HTTP {status}: {text[:300]}" if text else f"HTTP {status}"
 
 
-async def enrol(
+def enrol(
     base_url: str,
     access: MasterAccess,
     worker_ids: Sequence[str],
@@ -182,6 +186,18 @@ async def enrol(
     started, cpu0 = time.monotonic(), time.process_time()
     directory.mkdir(parents=True, exist_ok=True)
     ca_pem = Path(access.ca_file).read_bytes()
+    asyncio.run(_enrol(base_url, access, worker_ids, directory, in_flight, ca_pem))
+    return Enrolment(len(worker_ids), time.monotonic() - started, time.process_time() - cpu0)
+
+
+async def _enrol(
+    base_url: str,
+    access: MasterAccess,
+    worker_ids: Sequence[str],
+    directory: Path,
+    in_flight: int,
+    ca_pem: bytes,
+) -> None:
     context = access.context()
     connector = aiohttp.TCPConnector(ssl=context, limit=in_flight)
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
@@ -196,7 +212,12 @@ async def enrol(
             ) as answer:
                 return answer.status, await answer.read()
 
-        status, body = await post("/api/join-tokens", join_token_body(len(worker_ids)), access.headers)
+        try:
+            status, body = await post(
+                "/api/join-tokens", join_token_body(len(worker_ids)), access.headers
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EnrolError(f"cannot reach {base_url}: {type(exc).__name__}: {exc}") from None
         if status != 201:
             raise EnrolError(f"creating a join token failed: {_error_text(status, body)}")
         token = CreatedJoinToken.model_validate_json(body).token
@@ -213,7 +234,11 @@ async def enrol(
                     await asyncio.sleep(0.2 * (attempt + 1))
                 if status != 200:
                     raise EnrolError(f"{worker_id} could not join: {_error_text(status, body)}")
-                write_credential(directory, worker_id, key, certificate_from(body, worker_id, ca_pem))
+                write_credential(
+                    directory, worker_id, key, certificate_from(body, worker_id, ca_pem)
+                )
 
-        await asyncio.gather(*(join(worker_id) for worker_id in worker_ids))
-    return Enrolment(len(worker_ids), time.monotonic() - started, time.process_time() - cpu0)
+        try:
+            await asyncio.gather(*(join(worker_id) for worker_id in worker_ids))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EnrolError(f"joining at {base_url} failed: {type(exc).__name__}: {exc}") from None

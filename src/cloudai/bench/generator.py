@@ -101,11 +101,11 @@ class Generator:
         if tls is not None:  # worker j's own connection, with its own certificate
             contexts = [tls.context(worker_id) for worker_id in self.ids]
             for start in range(0, len(contexts), TLS_CONNECT_BATCH):
-                batch = contexts[start : start + TLS_CONNECT_BATCH]
+                chunk = contexts[start : start + TLS_CONNECT_BATCH]
                 self.conns += await asyncio.gather(
                     *(
                         h2client.connect(host, port, self.on_response, c, tls.server_hostname)
-                        for c in batch
+                        for c in chunk
                     )
                 )
             return

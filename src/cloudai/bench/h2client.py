@@ -13,11 +13,11 @@ bench's own clients"). The client is tested against a real grpc.aio server
 (tests/integration/bench).
 
 Scope: HTTP/2 over cleartext (h2c, prior knowledge) or TLS (ALPN ``h2``; ``cloudai
-bench --tls``: each connection presents one simulated worker's certificate), unary calls and client-streaming calls,
-send-side flow control (connection and stream windows), SETTINGS/PING acks, GOAWAY,
-RST_STREAM. A call succeeds when the server sent a response message and ended the
-stream; otherwise it fails, with the ``grpc-status``/``grpc-message`` of the trailers
-when they could be decoded.
+bench --tls``: each connection presents one simulated worker's certificate), unary
+calls and client-streaming calls, send-side flow control (connection and stream
+windows), SETTINGS/PING acks, GOAWAY, RST_STREAM. A call succeeds when the server sent
+a response message and ended the stream; otherwise it fails, with the
+``grpc-status``/``grpc-message`` of the trailers when they could be decoded.
 """
 
 from __future__ import annotations

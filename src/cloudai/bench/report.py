@@ -47,7 +47,9 @@ def build_record(
     cli: dict[str, Any] | None,
     monitor: ProcessMonitor | None,
     layout: dict[str, int],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One run's record; ``extra`` (e.g. ``enrolment`` with ``--tls``) is added as is."""
     duration = config.duration
     record: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -61,7 +63,11 @@ def build_record(
         "duration_s": duration,
         "target": config.grpc
         or ("floor (do-nothing gRPC server)" if config.target == "floor" else "own master"),
+        # --tls: mutual TLS on gRPC (a certificate and a connection per worker), WSS and
+        # API tokens; false: the plaintext protocol (our master with --insecure)
+        "tls": config.tls,
         **layout,
+        **(extra or {}),
         "sent": gen["sent"],
         "accepted": gen["accepted"],
         "achieved_rate": round(gen["accepted"] / duration, 1),
@@ -123,6 +129,7 @@ def build_record(
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("mode", "mode"),
+    ("tls", "tls"),
     ("workers", "workers"),
     ("clients", "clients"),
     ("offered/s", "offered_rate"),
@@ -156,6 +163,8 @@ def _get(record: dict[str, Any], dotted: str) -> Any:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         if value.is_integer() and abs(value) >= 100:
             return f"{value:,.0f}"

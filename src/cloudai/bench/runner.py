@@ -1,6 +1,7 @@
 """One benchmark run, end to end: master, generator and client processes, figures.
 
-Order: (own master) -> shared arrays -> generators connect and register every worker ->
+Order: (own master) -> (``--tls``: every worker joins, see ``enrol.py``) -> shared arrays
+-> generators connect and register every worker ->
 clients connect and receive their snapshot -> common start time -> load for
 ``duration`` (master CPU measured over exactly that window, RSS sampled throughout) ->
 last answers -> drain -> clients report -> (own master stopped) -> one result dict.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import ssl
 import tempfile
 import time
 import urllib.request
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit
 from cloudai.addresses import split_host_port
 from cloudai.bench.clients import ClientSpec, clients_main
 from cloudai.bench.config import BenchConfig, batch_window
+from cloudai.bench.enrol import MasterAccess, WorkerTls, enrol, read_admin_token
 from cloudai.bench.generator import GeneratorSpec, generator_main
 from cloudai.bench.histogram import Histogram
 from cloudai.bench.local_master import ChildServer, FloorMaster, LocalMaster
@@ -52,20 +55,26 @@ class _Child:
         self.result: dict[str, Any] | None = None
 
 
+_SECURE_SCHEMES = ("wss", "https")
+
+
 def _split_ws_url(url: str) -> tuple[str, int, str]:
     parts = urlsplit(url)
-    if parts.scheme not in ("ws", "http"):
-        raise BenchError(f"--ws-url must be ws://host:port/path (no TLS): {url}")
+    if parts.scheme not in ("ws", "http", *_SECURE_SCHEMES):
+        raise BenchError(f"--ws-url must be ws://host:port/path: {url}")
     path = parts.path or "/ws/telemetry"
     if path == "/":
         path = "/ws/telemetry"
-    return parts.hostname or "127.0.0.1", parts.port or 80, path
+    default_port = 443 if parts.scheme in _SECURE_SCHEMES else 80
+    return parts.hostname or "127.0.0.1", parts.port or default_port, path
 
 
 def status_url(ws_url: str) -> str:
-    """The master's ``/api/status`` next to its telemetry WebSocket (one HTTP server)."""
+    """The master's ``/api/status`` next to its telemetry WebSocket (one HTTP server):
+    ``https`` for a ``wss`` URL."""
     host, port, _path = _split_ws_url(ws_url)
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/api/status"
+    scheme = "https" if urlsplit(ws_url).scheme in _SECURE_SCHEMES else "http"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/api/status"
 
 
 def fanout_tick_of(document: Any) -> float | None:
@@ -79,12 +88,21 @@ def fanout_tick_of(document: Any) -> float | None:
     return float(value)
 
 
-def read_fanout_tick(ws_url: str, timeout: float = 2.0) -> float | None:
+def read_fanout_tick(
+    ws_url: str, access: MasterAccess | None = None, timeout: float = 2.0
+) -> float | None:
     """The master's fan-out tick in ms, or None (no such endpoint, a token needed, ...).
 
-    ``GET /api/status`` needs no token from loopback on our master."""
+    ``GET /api/status`` needs no token from loopback on our master with ``--insecure``;
+    a secure one gets ``access``'s token, over HTTPS verified against its CA."""
+    request = urllib.request.Request(status_url(ws_url))
+    context: ssl.SSLContext | None = None
+    if access is not None:
+        for name, value in access.headers.items():
+            request.add_header(name, value)
+        context = access.context()
     try:
-        with urllib.request.urlopen(status_url(ws_url), timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return fanout_tick_of(json.load(response))
     except (OSError, ValueError):
         return None
@@ -144,6 +162,9 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
     master: ChildServer | None = None
     children: list[_Child] = []
     shared: SharedArrays | None = None
+    access: MasterAccess | None = None
+    worker_tls: WorkerTls | None = None
+    extra: dict[str, Any] = {}
     try:
         master_pid: int | None
         if config.grpc is None:
@@ -156,13 +177,24 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
                     ws_batch_ms=config.ws_batch_ms,
                     inactivity_timeout=config.inactivity_timeout,
                     extra_args=config.master_args,
+                    secure=config.tls,
                 )
             master.start()
             grpc_target, ws_url, master_pid = master.grpc, master.ws_url, master.pid
             say(f"{master.name} pid {master.pid}: gRPC {grpc_target} {ws_url}".rstrip())
+            if isinstance(master, LocalMaster) and master.secure:
+                access = MasterAccess(str(master.ca_file), read_admin_token(master.data_dir))
+                say(f"enrolling {len(ids)} workers (POST /api/join, a certificate each)")
+                credentials = workdir / "workers"
+                enrolment = enrol(master.http_base, access, ids, credentials)
+                extra["enrolment"] = enrolment.summary()
+                say(f"enrolled in {enrolment.seconds:.1f} s")
+                worker_tls = WorkerTls(access.ca_file, str(credentials))
         else:
             grpc_target = config.grpc
             ws_url = config.ws_url or ""
+            if urlsplit(ws_url).scheme in _SECURE_SCHEMES:
+                raise BenchError("--ws-url: plaintext ws:// only; --tls measures a secure master")
             master_pid = config.master_pid
         grpc_host, grpc_port = split_host_port(grpc_target)
         layout = Layout(config.workers, config.gen_count)
@@ -175,7 +207,14 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
         generators = []
         for g in range(layout.generators):
             spec = GeneratorSpec(
-                g, config, grpc_host, grpc_port, str(shared.path), capacity, per_generator[g]
+                g,
+                config,
+                grpc_host,
+                grpc_port,
+                str(shared.path),
+                capacity,
+                per_generator[g],
+                worker_tls,
             )
             generators.append(_spawn(context, f"generator {g}", generator_main, spec))
         children += generators
@@ -201,6 +240,7 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
                     normal[p],
                     min(tracked[p], normal[p]),
                     slow[p],
+                    access,
                 )
                 clients.append(_spawn(context, f"client process {p}", clients_main, spec_c))
             children += clients
@@ -214,7 +254,7 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
             say(f"master settled after registration ({quiet:.1f} s)")
         # The master's fan-out tick with every client connected: it decides which
         # heartbeats the master may merge (``batch_window``). Read again after the load.
-        fanout_ticks = [read_fanout_tick(ws_url)] if clients else []
+        fanout_ticks = [read_fanout_tick(ws_url, access)] if clients else []
         start = time.monotonic() + START_DELAY
         end = start + config.duration
         for child in children:
@@ -234,7 +274,7 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
         _sleep_until(drain_until, tick)
         fanout: dict[str, Any] = {}
         if clients:
-            fanout_ticks.append(read_fanout_tick(ws_url))
+            fanout_ticks.append(read_fanout_tick(ws_url, access))
             reported = [t for t in fanout_ticks if t is not None]
             fanout = {
                 "fanout_tick_ms": max(reported) if reported else config.assumed_tick_ms,
@@ -254,6 +294,7 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
                 "client_processes": processes,
                 "connections": sum(r["connections"] for r in gen_results.values()),
             },
+            extra,
         )
     finally:
         for child in children:

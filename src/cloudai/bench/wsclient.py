@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -110,8 +111,14 @@ async def connect(
     on_message: MessageHandler,
     tag: Any = None,
     receive_buffer: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> WsClient:
-    """Connect and complete the handshake. ``receive_buffer`` sets SO_RCVBUF (bytes)."""
+    """Connect and complete the handshake. ``receive_buffer`` sets SO_RCVBUF (bytes).
+
+    With ``ssl_context``: WSS, the server's certificate checked for ``server_hostname``
+    (default ``host``). ``headers`` go with the upgrade request (e.g. Authorization)."""
     loop = asyncio.get_running_loop()
 
     async def new_socket(_url: Any) -> socket.socket:
@@ -128,10 +135,21 @@ async def connect(
         return sock
 
     authority = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-    _transport, client = await ws_connect(
-        lambda: WsClient(on_message, tag),
-        f"ws://{authority}{path}",
-        socket_factory=new_socket,
-        extra_headers=[("User-Agent", "cloudai-bench")],
-    )
+    extra_headers = [("User-Agent", "cloudai-bench"), *(headers or {}).items()]
+    if ssl_context is None:
+        _transport, client = await ws_connect(
+            lambda: WsClient(on_message, tag),
+            f"ws://{authority}{path}",
+            socket_factory=new_socket,
+            extra_headers=extra_headers,
+        )
+    else:
+        _transport, client = await ws_connect(
+            lambda: WsClient(on_message, tag),
+            f"wss://{authority}{path}",
+            ssl_context=ssl_context,
+            socket_factory=new_socket,
+            extra_headers=extra_headers,
+            server_hostname=server_hostname or host,
+        )
     return cast(WsClient, client)

@@ -142,7 +142,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("worker_id", metavar="WORKER_ID")
 
     p = add("submit", "submit a task to a worker", run_submit)
-    p.add_argument("worker_id", metavar="WORKER", help="target worker id")
+    p.add_argument("worker_id", nargs="?", metavar="WORKER", help="target worker id")
+    p.add_argument(
+        "--any",
+        action="store_true",
+        help="instead of WORKER: the least-loaded active worker whose free CPU, memory and "
+        "GPUs fit the request",
+    )
     p.add_argument("--image", default="", help="docker image to run")
     p.add_argument("--cmd", default="", help="command to run (process runtime, or in --image)")
     p.add_argument("--cpu", type=_amount, default=0.0, metavar="N", help="CPU cores")
@@ -385,6 +391,9 @@ def run_submit(args: argparse.Namespace) -> int:
     if not args.image and not args.cmd:
         print_error("give --image IMAGE or --cmd COMMAND (or both)")
         return EXIT_USAGE
+    if (args.worker_id is None) == (not args.any):
+        print_error("give a WORKER or --any (not both)")
+        return EXIT_USAGE
 
     def show(task: Task) -> str:
         message = f" ({task.message})" if task.message else ""
@@ -394,6 +403,7 @@ def run_submit(args: argparse.Namespace) -> int:
         args,
         lambda c: c.submit(
             args.worker_id,
+            any_worker=args.any,
             docker_image=args.image,
             command=args.cmd,
             req_cpu=args.cpu,

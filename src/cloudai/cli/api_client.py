@@ -174,7 +174,9 @@ class ApiClient:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
-            data = body.model_dump_json().encode()
+            # Only what was given: a field this client knows and an older master does not
+            # is sent only when it is used.
+            data = body.model_dump_json(exclude_unset=True).encode()
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -259,7 +261,7 @@ class ApiClient:
 
     def submit(
         self,
-        worker_id: str,
+        worker_id: str | None,
         docker_image: str = "",
         command: str = "",
         req_cpu: float = 0.0,
@@ -267,10 +269,14 @@ class ApiClient:
         req_storage: float = 0.0,
         req_gpu: float = 0.0,
         task_id: str = "",
+        any_worker: bool = False,
     ) -> Task:
-        """Submit a task. A task the worker refused is an ApiError (status 422) whose
-        ``body`` is the task, status ``rejected``."""
+        """Submit a task (``worker_id`` None with ``any_worker``: the master places it). A
+        task the worker refused is an ApiError (status 422) whose ``body`` is the task,
+        status ``rejected``."""
+        placement: dict[str, Any] = {"any_worker": True} if any_worker else {}
         body = TaskSubmission.model_construct(
+            **placement,
             worker_id=worker_id,
             task_id=task_id,
             docker_image=docker_image,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cloudai import placement
 from cloudai.api.models import (
     ClusterSummary,
     RunningTask,
@@ -134,13 +135,15 @@ class ClusterAdmin:
     # -- workers ----------------------------------------------------------------------------
 
     def authorise_worker(self, request: WorkerRegistration) -> Worker:
-        """The admin's ``register``: authorise a worker; with an address, the master then
-        calls its MasterRegister until it answers."""
+        """The admin's ``register``: authorise a worker. When its address is known (given
+        now or stored before), the master then calls its MasterRegister until it answers:
+        every time, also for a worker that holds a session (re-announcing this master is
+        how a worker that lost it rejoins)."""
         try:
             entry = self._registry.authorise(request.worker_id, request.address)
         except RegistryError as exc:
             raise AdminError(ErrorKind.INVALID, str(exc)) from None
-        if entry.address and request.address:
+        if entry.address:
             self._link.connect(entry.worker_id)
         return worker_model(entry, self._telemetry.get_worker_telemetry(entry.worker_id))
 
@@ -169,12 +172,45 @@ class ClusterAdmin:
     # -- tasks ------------------------------------------------------------------------------
 
     async def submit_task(self, request: TaskSubmission) -> Task:
-        """Assign a task to a worker. A task the worker refused comes back with status
-        ``rejected`` (and its message); an unreachable worker raises UNAVAILABLE."""
+        """Assign a task to a worker (``any_worker``: the least-loaded active worker whose
+        free resources fit). A task the worker refused comes back with status
+        ``rejected`` (and its message); an unreachable worker raises UNAVAILABLE; a worker
+        that is not connected gets it when it connects (status ``queued`` until then)."""
+        if request.any_worker:
+            request = request.model_copy(
+                update={"worker_id": self._place(request), "any_worker": False}
+            )
         try:
             return task_model(await self._tasks.submit(request))
         except TaskError as exc:
             raise _refusal(exc) from None
+
+    def _place(self, request: TaskSubmission) -> str:
+        telemetry = self._telemetry.get_all_worker_telemetry()
+        reserved = self._tasks.reserved()
+        candidates = []
+        for entry in self._registry:
+            state = telemetry.get(entry.worker_id)
+            cpu, memory, gpu, count = reserved.get(entry.worker_id, (0.0, 0.0, 0.0, 0))
+            candidates.append(
+                placement.Candidate(
+                    worker_id=entry.worker_id,
+                    active=state is not None and state.is_active and entry.session,
+                    total_cpu=entry.total_cpu,
+                    total_memory=entry.total_memory,
+                    total_gpu=entry.total_gpu,
+                    cpu_usage=state.cpu_usage if state else 100.0,
+                    memory_usage=state.memory_usage if state else 100.0,
+                    gpu_usage=state.gpu_usage if state else 100.0,
+                    reserved=placement.Request(cpu, memory, gpu),
+                    tasks=count,
+                )
+            )
+        wanted = placement.Request(request.req_cpu, request.req_memory, request.req_gpu)
+        chosen = placement.choose(candidates, wanted)
+        if chosen is None:
+            raise AdminError(ErrorKind.UNAVAILABLE, placement.no_fit_reason(candidates, wanted))
+        return chosen.worker_id
 
     async def cancel_task(self, task_id: str) -> Task:
         try:

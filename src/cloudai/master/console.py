@@ -93,9 +93,10 @@ COMMANDS: dict[str, Command] = {
         Command("unregister", "unregister <worker_id>", "revoke a worker's authorisation", 1, 1),
         Command(
             "task",
-            'task <worker_id> (<docker_image> | --cmd "<command>") [-cpu_cores N] [-mem GB] '
-            "[-storage GB] [-gpu_cores N] [--id TASK_ID]",
-            "submit a task to a worker (a docker image, a command, or both)",
+            'task (<worker_id> | --any) (<docker_image> | --cmd "<command>") [-cpu_cores N] '
+            "[-mem GiB] [-storage GiB] [-gpu_cores N] [--id TASK_ID]",
+            "submit a task to a worker, or with --any to the least-loaded one that fits "
+            "(a docker image, a command, or both)",
             1,
             None,
         ),
@@ -177,9 +178,12 @@ def parse_number(flag: str, text: str, usage: str) -> float:
 def parse_task(args: list[str]) -> TaskSubmission:
     """``task`` arguments -> TaskSubmission. Raises UsageError on bad input."""
     usage = COMMANDS["task"].usage
-    if not args or args[0].startswith("-"):
-        raise UsageError("the first argument must be a worker id", usage)
-    fields: dict[str, str | float] = {"worker_id": args[0]}
+    if args and args[0] == "--any":  # the master places it on a worker that fits
+        fields: dict[str, str | float | bool] = {"any_worker": True}
+    elif not args or args[0].startswith("-"):
+        raise UsageError("the first argument must be a worker id (or --any)", usage)
+    else:
+        fields = {"worker_id": args[0]}
     images: list[str] = []
     i = 1
     while i < len(args):
@@ -362,11 +366,12 @@ class ConsoleCommands:
         address = args[1] if len(args) > 1 else ""
         try:
             request = WorkerRegistration(worker_id=worker_id, address=address)
-            self.admin.authorise_worker(request)
+            worker = self.admin.authorise_worker(request)
         except ValidationError as exc:
             raise UsageError(describe(exc), usage) from None
         except AdminError as exc:
             raise UsageError(exc.message, usage) from None
+        address = address or worker.address  # a known worker's stored address: re-announced
         if not address:
             return Reply(
                 [

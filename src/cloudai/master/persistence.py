@@ -1,11 +1,23 @@
 """Persistence of the master's state: a bridge between the in-memory registry/task book
 and a Store (SQLite or PostgreSQL).
 
-In-memory components stay the source of truth at run time and never wait on the
-database: their changes are queued and written, in order, by one background task
-(in a thread, the store being synchronous); heartbeat times go through the
-HeartbeatWriteBehind in batches. At start-up the registry and the tasks are loaded,
-so pre-registered workers can rejoin after a restart without the admin.
+Three ways to the store, by what a crash may cost:
+
+- **Tasks: write-ahead** (``TaskBook``'s journal). A submission, an assignment's outcome,
+  a cancellation and a result are committed before anyone is answered; the task book
+  awaits ``GroupCommit.commit``, which puts what arrives together into one transaction
+  (group commit). "running" from heartbeats goes through the same queue without a
+  waiter, so writes of a task stay in order.
+- **The worker registry: write-behind, in order.** Registrations, removals and the
+  inactive flag are queued and written by one background task; a burst of upserts is
+  one transaction. (A registration is re-sent by the worker after a restart.)
+- **Heartbeat times: written behind in batches** (``HeartbeatWriteBehind``).
+
+At start-up the registry and the tasks are loaded, so pre-registered workers can rejoin
+after a restart without the admin. A task stored as "queued" was stored before its
+AssignTask and the master stopped before the outcome was stored: the worker may or may
+not have it. It stays "queued" with a message saying so; the worker's heartbeat
+("running") or result settles it.
 """
 
 from __future__ import annotations
@@ -20,10 +32,11 @@ from datetime import UTC, datetime
 
 from cloudai.backoff import Backoff
 from cloudai.master.registry import WorkerEntry, WorkerRegistry
-from cloudai.master.tasks import TaskBook, TaskState
+from cloudai.master.tasks import WAITING, NotStored, TaskBook, TaskChange, TaskState
 from cloudai.store import (
     AssignmentRecord,
     DuplicateError,
+    GroupCommit,
     HeartbeatWriteBehind,
     NotFoundError,
     ResultRecord,
@@ -32,7 +45,7 @@ from cloudai.store import (
     TaskRecord,
     WorkerRecord,
 )
-from cloudai.task_status import RESULT_STATUSES, TaskStatus
+from cloudai.task_status import TaskStatus
 from cloudai.telemetry.manager import TelemetryEvent
 from cloudai.telemetry.model import WorkerTelemetry
 
@@ -42,6 +55,12 @@ Operation = Callable[[], object]
 
 UPSERT_BATCH = 1000
 """Worker upserts queued together are written in one transaction, at most this many."""
+
+UNCONFIRMED = (
+    "master restarted before the assignment was stored: the worker may or may not have "
+    "this task; its heartbeat (running) or its result will tell"
+)
+"""The message of a task loaded as "queued": stored, its AssignTask outcome not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,45 +153,154 @@ def task_state(record: TaskRecord, result: ResultRecord | None) -> TaskState:
     return task
 
 
+def task_operation(change: TaskChange) -> Callable[[Store], None]:
+    """The store operation of one task change: one transaction with whatever else the
+    group commit puts beside it."""
+    task = change.task
+    record = task_record(task)
+    assignment = (
+        None
+        if change.assignment is None
+        else AssignmentRecord(
+            task.task_id,
+            change.assignment.worker_id,
+            acknowledged=change.assignment.acknowledged,
+            message=change.assignment.message,
+        )
+    )
+    result = (
+        ResultRecord(
+            task_id=task.task_id,
+            worker_id=task.target_worker_id,
+            status=task.status,
+            logs=task.logs,
+            logs_truncated=task.logs_truncated,
+            exit_code=task.exit_code,
+            result_location=task.result_location,
+        )
+        if change.result
+        else None
+    )
+
+    def write(store: Store) -> None:
+        if change.new:
+            store.add_task(record)
+        elif not store.update_task(
+            record.task_id,
+            status=record.status,
+            message=record.message,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+        ):
+            raise NotFoundError(f"no task {record.task_id!r} to update")
+        if assignment is not None:
+            store.add_assignment(assignment)
+        if result is not None:
+            store.save_result(result)  # idempotent: the first delivery is kept
+
+    return write
+
+
+def describe(change: TaskChange) -> str:
+    what = "result" if change.result else "assignment" if change.assignment else "state"
+    return f"task {change.task.task_id} ({'new' if change.new else what})"
+
+
+class StoreJournal:
+    """The task book's journal on the store: write-ahead through a GroupCommit."""
+
+    def __init__(self, commits: GroupCommit) -> None:
+        self._commits = commits
+
+    async def commit(self, change: TaskChange) -> None:
+        try:
+            await self._commits.commit(task_operation(change), describe(change))
+        except (StoreError, ValueError) as exc:
+            raise NotStored(str(exc)) from exc
+
+    def write_later(self, change: TaskChange) -> None:
+        self._commits.write_later(task_operation(change), describe(change))
+
+
 class MasterPersistence:
-    def __init__(self, store: Store, *, heartbeat_flush_interval: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        heartbeat_flush_interval: float,
+        group_commit: bool = True,
+        commit_window: float = 0.0,
+    ) -> None:
+        """``group_commit``: task writes that arrive together share one transaction
+        (False: one each); ``commit_window``: seconds the committer waits after the first
+        of a batch for more (0: it takes what queued while the last commit ran)."""
         self.store = store
         self.heartbeats = HeartbeatWriteBehind(store, interval=heartbeat_flush_interval)
+        self.commits = GroupCommit(store, window=commit_window, grouped=group_commit)
+        self.journal = StoreJournal(self.commits)
         self._queue: asyncio.Queue[Operation | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self._known_tasks: set[str] = set()
-        self._results_saved: set[str] = set()
         self.failed_writes = 0
 
     # -- start-up ---------------------------------------------------------------------------
 
     async def load(self, registry: WorkerRegistry, tasks: TaskBook) -> tuple[int, int]:
-        """Restore workers and tasks; returns how many of each."""
+        """Restore workers and tasks; returns how many of each. Tasks stored as "queued"
+        (their AssignTask outcome never stored) get the UNCONFIRMED message."""
         workers = await asyncio.to_thread(self.store.list_workers)
         for worker in workers:
             registry.load(worker_entry(worker))
         records = await asyncio.to_thread(self.store.list_tasks, None, None, None)
+        unconfirmed = [
+            r.task_id
+            for r in records
+            if r.status == TaskStatus.QUEUED
+            and r.message != UNCONFIRMED
+            and not r.message.startswith(WAITING)  # never sent: its worker was away
+        ]
+        if unconfirmed:
+            await asyncio.to_thread(self._mark_unconfirmed, unconfirmed)
+            log.warning(
+                "%d task(s) were stored but the master stopped before their assignment was: "
+                "kept as queued until their worker reports them (%s)",
+                len(unconfirmed),
+                ", ".join(unconfirmed[:10]) + (" ..." if len(unconfirmed) > 10 else ""),
+            )
         for task in records:
+            if task.task_id in unconfirmed:
+                task.message = UNCONFIRMED
             result = await asyncio.to_thread(self.store.get_result, task.task_id)
             tasks.load(task_state(task, result))
-            self._known_tasks.add(task.task_id)
-            if result is not None:
-                self._results_saved.add(task.task_id)
         return len(workers), len(records)
+
+    def _mark_unconfirmed(self, task_ids: list[str]) -> None:
+        with self.store.transaction():
+            for task_id in task_ids:
+                self.store.update_task(task_id, message=UNCONFIRMED)
 
     def attach(self, registry: WorkerRegistry, tasks: TaskBook) -> None:
         registry.add_listener(self.on_worker_changed)
-        tasks.add_listener(self.on_task_changed)
-        tasks.add_assignment_listener(self.on_assignment)
+        tasks.set_journal(self.journal)
 
     def start(self) -> None:
         self.heartbeats.start()
+        self.commits.start()
         self._writer = asyncio.get_running_loop().create_task(
             self._write_loop(), name="store-writer"
         )
 
     async def stop(self) -> None:
         """Write everything queued, flush heartbeat times, close the store."""
+        await self.commits.stop()
+        stats = self.commits.stats
+        if stats.operations:
+            log.info(
+                "store: %d task writes committed in %d transactions (largest %d; %d failed)",
+                stats.operations,
+                stats.transactions,
+                stats.largest_batch,
+                stats.failed_operations,
+            )
         if self._writer is not None:
             self._queue.put_nowait(None)
             with contextlib.suppress(asyncio.CancelledError):
@@ -189,38 +317,6 @@ class MasterPersistence:
         else:
             self._submit(WorkerUpsert(self.store, worker_record(entry)))
 
-    def on_task_changed(self, task: TaskState) -> None:
-        record = task_record(task)
-        if task.task_id not in self._known_tasks:
-            self._known_tasks.add(task.task_id)
-            self._submit(lambda: self.store.add_task(record))
-        else:
-            self._submit(
-                lambda: self.store.update_task(
-                    record.task_id,
-                    status=record.status,
-                    message=record.message,
-                    started_at=record.started_at,
-                    finished_at=record.finished_at,
-                )
-            )
-        if task.status in RESULT_STATUSES and task.task_id not in self._results_saved:
-            self._results_saved.add(task.task_id)
-            result = ResultRecord(
-                task_id=task.task_id,
-                worker_id=task.target_worker_id,
-                status=task.status,
-                logs=task.logs,
-                logs_truncated=task.logs_truncated,
-                exit_code=task.exit_code,
-                result_location=task.result_location,
-            )
-            self._submit(lambda: self.store.save_result(result))
-
-    def on_assignment(self, task_id: str, worker_id: str, acknowledged: bool, message: str) -> None:
-        record = AssignmentRecord(task_id, worker_id, acknowledged=acknowledged, message=message)
-        self._submit(lambda: self.store.add_assignment(record))
-
     def on_telemetry(self, state: WorkerTelemetry, event: TelemetryEvent) -> None:
         if event is TelemetryEvent.INACTIVE:
             worker_id = state.worker_id
@@ -228,8 +324,7 @@ class MasterPersistence:
         elif event is not TelemetryEvent.REMOVED:
             self.heartbeats.touch(state.worker_id, datetime.fromtimestamp(state.last_update, UTC))
 
-    # -- the writer -------------------------------------------------------------------------
-
+    # -- the registry's writer --------------------------------------------------------------
     def _submit(self, operation: Operation) -> None:
         self._queue.put_nowait(operation)
 
@@ -282,3 +377,4 @@ class MasterPersistence:
         done = asyncio.Event()
         self._submit(lambda: loop.call_soon_threadsafe(done.set))
         await done.wait()
+        await self.commits.barrier()

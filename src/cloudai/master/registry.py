@@ -1,6 +1,10 @@
 """WorkerRegistry: which workers the admin authorised, their addresses and resources,
 and which of them hold a live session (have called RegisterWorker since this master
 started). Pure in-memory logic; persistence is a listener (see master/persistence.py).
+
+Each accepted RegisterWorker opens a new session with its own number (``session_of``):
+the master's MasterRegister retries (master/worker_link.py) stop once the worker holds a
+session newer than the one it had when the call began.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class WorkerRegistry:
         self._entries: dict[str, WorkerEntry] = {}
         self._listeners: list[ChangeListener] = []
         self._clock = clock
+        self._sessions: dict[str, int] = {}  # worker id -> number of its live session
+        self._session_count = 0
         self.refused_registrations = 0
 
     def add_listener(self, listener: ChangeListener) -> None:
@@ -98,6 +104,7 @@ class WorkerRegistry:
             self._entries[worker_id] = entry
         entry.cert_fingerprint = fingerprint
         entry.session = False  # it registers again, with the new certificate
+        self._sessions.pop(worker_id, None)
         entry.updated_at = now
         self._changed(worker_id, entry.copy())
         return entry.copy()
@@ -108,6 +115,7 @@ class WorkerRegistry:
 
     def revoke(self, worker_id: str) -> bool:
         entry = self._entries.pop(worker_id, None)
+        self._sessions.pop(worker_id, None)
         if entry is None:
             return False
         self._changed(worker_id, None)
@@ -118,6 +126,7 @@ class WorkerRegistry:
         entry = entry.copy()
         entry.session = False
         self._entries[entry.worker_id] = entry
+        self._sessions.pop(entry.worker_id, None)
 
     # -- worker RPCs -----------------------------------------------------------------------
 
@@ -138,6 +147,8 @@ class WorkerRegistry:
         entry.total_storage = info.total_storage
         entry.total_gpu = info.total_gpu
         entry.session = True
+        self._session_count += 1
+        self._sessions[entry.worker_id] = self._session_count
         entry.updated_at = self._clock()
         self._changed(entry.worker_id, entry.copy())
         return True, f"worker {entry.worker_id} registered"
@@ -146,11 +157,19 @@ class WorkerRegistry:
         entry = self._entries.get(worker_id)
         return entry is not None and entry.session
 
+    def session_of(self, worker_id: str) -> int | None:
+        """The number of the worker's live session (higher: newer); None without one."""
+        return self._sessions.get(worker_id) if self.has_session(worker_id) else None
+
     # -- reads -----------------------------------------------------------------------------
 
     def get(self, worker_id: str) -> WorkerEntry | None:
         entry = self._entries.get(worker_id)
         return None if entry is None else entry.copy()
+
+    def with_address(self) -> list[str]:
+        """The ids of the workers whose gRPC address is known (the master can call them)."""
+        return [entry.worker_id for entry in self._entries.values() if entry.address]
 
     def __contains__(self, worker_id: object) -> bool:
         return worker_id in self._entries

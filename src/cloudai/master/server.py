@@ -4,12 +4,15 @@
 ``MasterServer`` makes nothing itself: it receives ``MasterComponents`` (tests pass
 small real parts instead of patching attributes) and runs its stages in order:
 
+    lock        (taken by open_resources) <data_dir>/master.lock: one master per data dir
     store       open the database, load the registry and the tasks, start writing
     telemetry   per-worker telemetry tasks, the inactivity check
     ingest      the heartbeats-per-second meter
     gRPC        the worker-facing service
     HTTP        telemetry WebSockets, /health, the admin API
     workers     authorise the --allow-worker entries (MasterRegister where an address is given)
+    rejoin      call MasterRegister on every stored worker with an address, so that a
+                restarted master calls its workers back with nobody acting
 
 and stops them in reverse, as uvicorn does: stop accepting (HTTP: clients get 1001;
 gRPC: in-flight calls get ``shutdown_grace`` seconds, heartbeat streams end at once),
@@ -21,9 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
+import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +55,7 @@ from cloudai.master.tasks import TaskBook
 from cloudai.master.worker_link import WorkerLink
 from cloudai.master.ws_hub import TelemetryHub, tick_interval
 from cloudai.proto.options import grpc_server_options
-from cloudai.proto.tolerant import add_master_worker
+from cloudai.proto.tolerant import add_master_rpcs
 from cloudai.security.credentials import MasterIdentity, load_or_create_master, local_hosts
 from cloudai.store import Store, open_store
 from cloudai.telemetry.manager import TelemetryManager
@@ -56,16 +63,70 @@ from cloudai.telemetry.manager import TelemetryManager
 log = logging.getLogger(__name__)
 
 
+LOCK_FILENAME = "master.lock"
+
+
+class DataDirLocked(OSError):
+    """Another master holds the data directory's lock."""
+
+
+class DataDirLock:
+    """``<data_dir>/master.lock``, held (``flock``) for the master's life, with its pid.
+
+    The kernel releases it when the process ends, however it ends (SIGKILL included), so
+    a stale file never blocks a restart; the file itself stays.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, data_dir: Path) -> DataDirLock:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / LOCK_FILENAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            who = f"pid {holder}" if holder.isdigit() else "another process"
+            raise DataDirLocked(
+                f"another master ({who}) is using the data directory {data_dir} "
+                f"(it holds {path}): stop it first, or give this one another --data-dir"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the file drops the lock
+
+
 @dataclass(slots=True)
 class MasterResources:
-    """What a master opens before it is built: its database and, in secure mode, the
-    cluster identity (CA and the master's certificate)."""
+    """What a master opens before it is built: its data directory's lock, its database
+    and, in secure mode, the cluster identity (CA and the master's certificate)."""
 
     store: Store
     identity: MasterIdentity | None  # None: --insecure
+    lock: DataDirLock | None = None
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.store.close()
+        finally:
+            self.release_lock()
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 def certificate_hosts(settings: MasterSettings) -> list[str]:
@@ -74,18 +135,25 @@ def certificate_hosts(settings: MasterSettings) -> list[str]:
 
 
 async def open_resources(settings: MasterSettings) -> MasterResources:
-    """Open the store and load (or, at the first start, create) the cluster identity."""
-    store = await asyncio.to_thread(open_store, settings.database_url, settings.data_dir)
-    identity = None
+    """Lock the data directory (``DataDirLocked`` when another master holds it), open the
+    store (``StoreError`` when it is corrupt: see store/factory.py) and load (or, at the
+    first start, create) the cluster identity."""
+    lock = await asyncio.to_thread(DataDirLock.acquire, settings.data_dir)
+    try:
+        store = await asyncio.to_thread(open_store, settings.database_url, settings.data_dir)
+    except BaseException:
+        lock.release()
+        raise
+    resources = MasterResources(store, None, lock)
     try:
         if not settings.insecure:
-            identity = await asyncio.to_thread(
+            resources.identity = await asyncio.to_thread(
                 load_or_create_master, settings.tls_dir, certificate_hosts(settings)
             )
     except BaseException:
-        store.close()
+        resources.close()
         raise
-    return MasterResources(store, identity)
+    return resources
 
 
 @dataclass(slots=True)
@@ -136,9 +204,21 @@ def build_master(settings: MasterSettings, resources: MasterResources) -> Master
         max_message_bytes=settings.max_message_bytes,
         credentials=identity.channel_credentials() if identity else None,
     )
-    tasks = TaskBook(registry, link)
+    tasks = TaskBook(
+        registry,
+        link,
+        start_deadline=settings.task_start_deadline,
+        vanish_grace=settings.task_vanish_grace,
+        offline_wait=settings.task_offline_wait,
+    )
     certificates = WorkerCertificates(registry) if identity else None
-    service = MasterService(registry, telemetry, tasks, certificates=certificates)
+    service = MasterService(
+        registry,
+        telemetry,
+        tasks,
+        on_registered=tasks.worker_registered,
+        certificates=certificates,
+    )
     persistence = MasterPersistence(
         resources.store, heartbeat_flush_interval=settings.store_flush_interval
     )
@@ -202,6 +282,7 @@ class MasterServer:
     _grpc_server: grpc.aio.Server | None = None
     _http_runner: web.AppRunner | None = None
     _meter_task: asyncio.Task[None] | None = None
+    _rejoin_report: asyncio.Task[None] | None = None
 
     @property
     def settings(self) -> MasterSettings:
@@ -222,6 +303,7 @@ class MasterServer:
     def stages(self) -> list[Stage]:
         """The start order; stop runs it backwards."""
         return [
+            Stage("lock", _nothing, self._release_lock),
             Stage("store", self._open_store, self._close_store),
             Stage("access", self._load_access, _nothing),
             Stage("telemetry", self._start_telemetry, self._stop_telemetry),
@@ -229,6 +311,7 @@ class MasterServer:
             Stage("gRPC", self._start_grpc, self._stop_grpc),
             Stage("HTTP", self._start_http, self._stop_http),
             Stage("allowed workers", self._allow_workers, _nothing),
+            Stage("rejoin", self._rejoin_workers, self._stop_rejoining),
         ]
 
     async def start(self) -> None:
@@ -263,6 +346,8 @@ class MasterServer:
             raise
         log.info("store %s: loaded %d workers and %d tasks", persistence.store.url, workers, tasks)
         persistence.attach(parts.registry, parts.tasks)
+        # Workers not back yet are listed (state "unknown") rather than dropped.
+        parts.telemetry.add_known(entry.worker_id for entry in parts.registry)
         parts.telemetry.subscribe(persistence.on_telemetry)
         persistence.start()
 
@@ -284,6 +369,7 @@ class MasterServer:
 
     async def _start_telemetry(self) -> None:
         self.parts.telemetry.start()
+        self.parts.tasks.start()  # lost tasks, tasks waiting for their worker
 
     async def _stop_telemetry(self) -> None:
         await self.parts.link.close()  # registration retries and channels to workers
@@ -310,13 +396,21 @@ class MasterServer:
     async def _start_grpc(self) -> None:
         settings = self.settings
         server = grpc.aio.server(options=grpc_server_options(settings.max_message_bytes))
-        add_master_worker(self.parts.service, server)
+        add_master_rpcs(self.parts.service, server)
         address = join_host_port(settings.grpc_host, settings.grpc_port)
         identity = self.parts.resources.identity
-        if identity is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, identity.server_credentials())
+        # gRPC says a busy port with a traceback (RuntimeError) after a line of its own:
+        # find it first, and say it in one line.
+        busy = await asyncio.to_thread(port_in_use, settings.grpc_host, settings.grpc_port)
+        if busy:
+            raise OSError(f"cannot listen for gRPC on {address}: {busy}")
+        try:
+            if identity is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, identity.server_credentials())
+        except RuntimeError:
+            port = 0
         if not port:
             raise OSError(f"cannot listen for gRPC on {address}")
         await server.start()
@@ -402,6 +496,34 @@ class MasterServer:
             if address:
                 link.connect(worker_id)
 
+    async def _rejoin_workers(self) -> None:
+        """Call MasterRegister on every stored worker with an address (in the background,
+        in parallel, bounded, with back-off): a worker that learned its master only from
+        MasterRegister (the Go worker) rejoins a restarted master with nobody acting."""
+        link = self.parts.link
+        round_ = link.rejoin(self.parts.registry.with_address())
+        if not round_.total:
+            return
+        log.info("calling MasterRegister on %d stored workers", round_.total)
+        started = time.monotonic()
+
+        async def report() -> None:
+            await round_.done.wait()
+            log.info("%s in %.1f s", round_.describe(), time.monotonic() - started)
+
+        self._rejoin_report = asyncio.get_running_loop().create_task(report(), name="rejoin-report")
+
+    async def _stop_rejoining(self) -> None:
+        report, self._rejoin_report = self._rejoin_report, None
+        if report is not None:
+            report.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await report
+        await self.parts.link.cancel_registrations()
+
+    async def _release_lock(self) -> None:
+        self.parts.resources.release_lock()
+
     # -- supervision ------------------------------------------------------------------------
 
     def write_ready_file(self, path: Path) -> None:
@@ -410,6 +532,29 @@ class MasterServer:
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(path)
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on when another socket has it (the text of
+    the error), else None. Binds the addresses the host resolves to as gRPC does
+    (SO_REUSEADDR, so a port in TIME_WAIT is free), and closes them at once."""
+    if not port:
+        return None
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return None  # gRPC will say what is wrong with the host
+    for family, kind, proto, _name, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return exc.strerror or "address already in use"
+    return None
 
 
 async def _nothing() -> None:

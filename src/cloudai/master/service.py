@@ -21,6 +21,7 @@ from typing import NoReturn, Protocol
 import grpc
 
 from cloudai.master.registry import WorkerRegistry
+from cloudai.master.tasks import TaskError
 from cloudai.proto import pb, rpc
 from cloudai.proto.tolerant import Undecodable
 from cloudai.security.limiter import LogOnce
@@ -39,7 +40,10 @@ _HEARTBEAT_OK = pb.HeartbeatAck(success=True)
 
 
 class ResultSink(Protocol):
-    async def record_result(self, result: pb.TaskResult) -> tuple[bool, str]: ...
+    async def record_result(self, result: pb.TaskResult) -> tuple[bool, str]:
+        """(True, ...): the result is committed; (False, why): refused for good;
+        ``TaskError("unavailable")``: not stored now, deliver it again."""
+        ...
 
 
 @dataclass(slots=True)
@@ -52,6 +56,7 @@ class ServiceStats:
     streams_opened: int = 0
     streams_broken: int = 0
     results: int = 0
+    results_not_stored: int = 0  # answered UNAVAILABLE: the store could not commit them
     refused_credentials: int = 0  # calls without the right certificate (secure mode)
     refused_duplicates: int = 0  # RegisterWorker for an id another live worker holds
 
@@ -287,7 +292,15 @@ class MasterService(rpc.MasterWorkerServicer):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, not_registered_message(request.worker_id)
             )
-        ok, message = await self._results.record_result(request)
+        # success=true only once the result is committed: the worker then deletes its
+        # spooled copy. A store that cannot take it now is UNAVAILABLE (never
+        # success=false, which tells the worker to set the result aside for good).
+        try:
+            ok, message = await self._results.record_result(request)
+        except TaskError as exc:
+            self.stats.results_not_stored += 1
+            self.refusals.refused(context.peer(), "ReportTaskCompletion", str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         if not ok:
             self.refusals.refused(context.peer(), "ReportTaskCompletion", message)
         self.stats.results += 1

@@ -72,6 +72,13 @@ class MasterSettings(CloudAISettings):
     gc_young_interval: float = Field(0.1, ge=0)
     gc_full_interval: Seconds = 300.0
     gc_refresh_interval: Seconds = 3600.0
+    # Lost tasks: an accepted task its worker never lists as running within
+    # task_start_deadline, or one missing from its worker's heartbeats for
+    # task_vanish_grace without a result; a task for a worker that is not connected waits
+    # task_offline_wait for it.
+    task_start_deadline: Seconds = 30.0
+    task_vanish_grace: Seconds = 15.0
+    task_offline_wait: Seconds = 600.0
     # Workers authorised at start: id -> "ip:port" (the master calls its MasterRegister)
     # or "" (the worker registers itself).
     allowed_workers: dict[str, str] = Field(default_factory=dict)

@@ -3,27 +3,54 @@
 submit -> AssignTask on the target worker -> "assigned" (or "rejected" with the
 worker's message); seen in a heartbeat's running_tasks -> "running";
 ReportTaskCompletion -> "success" / "failure" / "cancelled" with logs and exit code.
+
+Write-ahead: what the master answers with success is committed first. Each change is
+handed to the ``TaskJournal`` (the store, through MasterPersistence) and awaited; the
+book changes its in-memory state only once the journal has committed the change, so a
+reader never sees, and a caller is never told, what a crash could take back:
+
+- ``submit`` stores the task ("queued") before AssignTask is sent (a crash between the
+  two cannot lose a task the worker may run), then stores the assignment's outcome
+  before it returns;
+- ``cancel`` stores the cancellation request before it returns;
+- ``record_result`` stores the result before it says "recorded"; a result the store
+  could not take raises ``TaskError("unavailable")`` (the worker keeps it and retries).
+
+The changes of one task are serialised (one at a time, each built from the state the
+previous one committed), so writes of one task never overtake each other. "running",
+seen in heartbeats, is written behind (nobody is answered).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from cloudai.api.models import TaskSubmission
 from cloudai.master.registry import WorkerRegistry
 from cloudai.master.worker_link import WorkerLink, WorkerUnavailable
 from cloudai.proto import pb
+from cloudai.task_lifecycle import LostTaskWatch, TaskEvent, can, next_status
 from cloudai.task_status import RESULT_STATUSES, TERMINAL_STATUSES, TaskStatus
 from cloudai.telemetry.manager import TelemetryEvent
 from cloudai.telemetry.model import WorkerTelemetry
 from cloudai.validation import InvalidMessage, check_id
 
 log = logging.getLogger(__name__)
+
+
+WAITING = "waiting for worker"
+"""The message of a task stored "queued" while its worker is not connected."""
+UNCONFIRMED_PREFIX = "master restarted before the assignment was stored"
+"""The start of the message of a task whose AssignTask outcome was never stored."""
 
 
 class TaskError(Exception):
@@ -36,6 +63,8 @@ class TaskError(Exception):
 
 def check_submission(request: TaskSubmission) -> None:
     """What the model's types cannot say: id characters, and something to run."""
+    if request.worker_id is None:
+        raise TaskError("invalid", "a task needs a worker_id (or any_worker: true)")
     try:
         check_id("worker_id", request.worker_id)
         if request.task_id:
@@ -86,6 +115,55 @@ class TaskState:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One AssignTask attempt and the worker's answer."""
+
+    worker_id: str
+    acknowledged: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChange:
+    """A change of one task for the journal: ``task`` is the whole new state (a copy).
+
+    ``new``: the task is inserted (else updated); ``assignment``: an AssignTask attempt
+    to record with it; ``result``: the task's result (logs, exit code) is recorded too.
+    """
+
+    task: TaskState
+    new: bool = False
+    assignment: Assignment | None = None
+    result: bool = False
+
+
+class NotStored(Exception):
+    """The journal could not commit a change: nothing of it is stored."""
+
+
+class TaskJournal(Protocol):
+    """Where the task book writes its changes (MasterPersistence: the store)."""
+
+    async def commit(self, change: TaskChange) -> None:
+        """Return once ``change`` is committed; ``NotStored`` if it could not be."""
+        ...
+
+    def write_later(self, change: TaskChange) -> None:
+        """Queue ``change`` to be written behind, in order with the committed ones."""
+        ...
+
+
+class UnrecordedJournal:
+    """A task book without a store (tests, tools): every change is accepted as is."""
+
+    async def commit(self, change: TaskChange) -> None:
+        return None
+
+    def write_later(self, change: TaskChange) -> None:
+        return None
+
+
 TaskListener = Callable[[TaskState], None]
 # (task_id, worker_id, acknowledged, message): one per AssignTask attempt
 AssignmentListener = Callable[[str, str, bool, str], None]
@@ -97,44 +175,96 @@ class TaskBook:
         registry: WorkerRegistry,
         link: WorkerLink,
         clock: Callable[[], float] = time.time,
+        journal: TaskJournal | None = None,
+        *,
+        start_deadline: float = 30.0,
+        vanish_grace: float = 15.0,
+        offline_wait: float = 600.0,
     ) -> None:
+        """``start_deadline``: an accepted task its worker never lists as running by then is
+        lost; ``vanish_grace``: a running task missing from its worker's heartbeats this
+        long without a result is lost; ``offline_wait``: a task for a worker that is not
+        connected waits this long for it, then is lost."""
         self._registry = registry
         self._link = link
         self._clock = clock
+        self._watch = LostTaskWatch(start_deadline, vanish_grace)
+        self._offline_wait = offline_wait
+        self._waiting: dict[str, dict[str, float]] = {}  # worker id -> task id -> deadline
+        self._checker: asyncio.Task[None] | None = None
+        self._dispatching: set[asyncio.Task[None]] = set()
+        self._journal: TaskJournal = journal or UnrecordedJournal()
         self._tasks: dict[str, TaskState] = {}
+        self._reserved: set[str] = set()  # ids being stored by submit, not in _tasks yet
+        self._busy: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # per task: lock, users
         self._listeners: list[TaskListener] = []
         self._assignment_listeners: list[AssignmentListener] = []
 
+    def set_journal(self, journal: TaskJournal) -> None:
+        """Write changes to ``journal`` from now on (MasterPersistence.attach)."""
+        self._journal = journal
+
     def add_listener(self, listener: TaskListener) -> None:
-        """``listener(task_copy)`` after every change (persistence hooks in here)."""
+        """``listener(task_copy)`` after every change, once it is committed."""
         self._listeners.append(listener)
 
     def add_assignment_listener(self, listener: AssignmentListener) -> None:
         """``listener(task_id, worker_id, acknowledged, message)`` after each AssignTask."""
         self._assignment_listeners.append(listener)
 
-    def _assigned(self, task: TaskState, acknowledged: bool, message: str) -> None:
-        for listener in self._assignment_listeners:
-            listener(task.task_id, task.target_worker_id, acknowledged, message)
-
     def load(self, task: TaskState) -> None:
+        """A task from the store, at start: one in flight is watched again (its worker must
+        list it or report it), one waiting for its worker waits again."""
         self._tasks[task.task_id] = task.copy()
+        now = self._clock()
+        if task.status in (TaskStatus.ASSIGNED, TaskStatus.RUNNING) or (
+            task.status is TaskStatus.QUEUED and not task.message.startswith(WAITING)
+        ):
+            self._watch.assigned(task.task_id, task.target_worker_id, now)
+        elif task.status is TaskStatus.QUEUED:
+            self._wait_for(task.target_worker_id, task.task_id, now + self._offline_wait)
 
     def _changed(self, task: TaskState) -> None:
         for listener in self._listeners:
             listener(task.copy())
+
+    @asynccontextmanager
+    async def _exclusive(self, task_id: str) -> AsyncIterator[None]:
+        """One change of ``task_id`` at a time: built from the committed state, written,
+        applied, before the next one is built."""
+        entry = self._busy.get(task_id)
+        if entry is None:
+            entry = self._busy[task_id] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._busy[task_id]
+
+    async def _commit(self, change: TaskChange) -> None:
+        """Commit ``change``, then make it the task's state in memory."""
+        await self._journal.commit(change)
+        self._apply(change.task)
+
+    def _apply(self, task: TaskState) -> None:
+        self._tasks[task.task_id] = task
+        self._changed(task)
 
     # -- operations -------------------------------------------------------------------------
 
     async def submit(self, request: TaskSubmission) -> TaskState:
         check_submission(request)
         worker_id = request.worker_id
+        assert worker_id is not None  # check_submission says so
         if worker_id not in self._registry:
             raise TaskError("not_found", f"unknown worker {worker_id!r}")
-        if not self._registry.has_session(worker_id):
-            raise TaskError("unavailable", f"worker {worker_id!r} has not registered yet")
+        connected = self._registry.has_session(worker_id)
         task_id = request.task_id or f"task-{uuid.uuid4().hex[:12]}"
-        if task_id in self._tasks:
+        if task_id in self._tasks or task_id in self._reserved:
             raise TaskError("conflict", f"task id {task_id!r} already exists")
         task = TaskState(
             task_id=task_id,
@@ -147,22 +277,68 @@ class TaskBook:
             req_gpu=request.req_gpu,
             submitted_at=self._clock(),
         )
-        self._tasks[task_id] = task
-        self._changed(task)
+        deadline = task.submitted_at + self._offline_wait
+        if not connected:
+            task.message = (
+                f"{WAITING} {worker_id!r} to connect (until "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(deadline))} UTC)"
+            )
+        # Stored before the worker hears of it: no crash can lose a task it may run.
+        self._reserved.add(task_id)
+        try:
+            await self._commit(TaskChange(task, new=True))
+        except NotStored as exc:
+            raise TaskError(
+                "unavailable",
+                f"task {task_id!r} not accepted: the store could not record it ({exc})",
+            ) from None
+        finally:
+            self._reserved.discard(task_id)
+        if not connected:
+            self._wait_for(worker_id, task_id, deadline)
+            return task.copy()
+        return await self._dispatch(task)
+
+    async def _dispatch(self, task: TaskState) -> TaskState:
+        """AssignTask to the task's worker; its outcome stored; the task as stored."""
+        task_id, worker_id = task.task_id, task.target_worker_id
         try:
             ack = await self._link.assign_task(worker_id, task.to_proto())
         except WorkerUnavailable as exc:
-            self._assigned(task, False, str(exc))
-            self._finish(task, TaskStatus.REJECTED, str(exc))
+            await self._assigned(task_id, Assignment(worker_id, False, str(exc)))
             raise TaskError("unavailable", str(exc)) from None
-        self._assigned(task, ack.success, ack.message)
-        if ack.success:
-            if task.status is TaskStatus.QUEUED:  # a fast task may have reported back
-                task.status = TaskStatus.ASSIGNED
-            task.message = ack.message
-            self._changed(task)
-        else:
-            self._finish(task, TaskStatus.REJECTED, ack.message or "refused by the worker")
+        return await self._assigned(task_id, Assignment(worker_id, ack.success, ack.message))
+
+    async def _assigned(self, task_id: str, attempt: Assignment) -> TaskState:
+        """Store AssignTask's outcome with the task's new status; the task as stored."""
+        async with self._exclusive(task_id):
+            task = self._tasks[task_id].copy()
+            if attempt.acknowledged:
+                if task.status is TaskStatus.QUEUED:  # a fast task may have reported back
+                    task.status = TaskStatus.ASSIGNED
+                    task.message = attempt.message
+            elif not task.status.finished:
+                task.status = TaskStatus.REJECTED
+                task.message = attempt.message or "refused by the worker"
+                task.finished_at = self._clock()
+            change = TaskChange(task, assignment=attempt)
+            try:
+                await self._commit(change)
+            except NotStored as exc:
+                # The worker's answer is a fact: keep it in memory, and try to store it
+                # behind; but the caller is not told "assigned" when it is not stored.
+                self._journal.write_later(change)
+                self._apply(task)
+                raise TaskError(
+                    "unavailable",
+                    f"task {task_id!r} was handed to worker {attempt.worker_id!r} "
+                    f"(acknowledged: {attempt.acknowledged}) but the store could not record "
+                    f"the outcome ({exc})",
+                ) from None
+        if attempt.acknowledged and not task.status.finished:
+            self._watch.assigned(task_id, attempt.worker_id, self._clock())
+        for listener in self._assignment_listeners:
+            listener(task_id, attempt.worker_id, attempt.acknowledged, attempt.message)
         return task.copy()
 
     async def cancel(self, task_id: str) -> TaskState:
@@ -175,14 +351,27 @@ class TaskBook:
             raise TaskError("unavailable", str(exc)) from None
         if not ack.success:
             raise TaskError("conflict", ack.message or "the worker refused to cancel")
-        task.message = ack.message or "cancellation requested"
-        self._changed(task)
+        async with self._exclusive(task_id):
+            task = self._tasks[task_id].copy()
+            if not task.status.finished:  # it may have finished meanwhile
+                task.message = ack.message or "cancellation requested"
+            try:
+                await self._commit(TaskChange(task))
+            except NotStored as exc:
+                raise TaskError(
+                    "unavailable",
+                    f"worker {task.target_worker_id!r} is cancelling task {task_id!r} but the "
+                    f"store could not record the request ({exc})",
+                ) from None
         return task.copy()
 
     async def record_result(self, result: pb.TaskResult) -> tuple[bool, str]:
         """A worker's ReportTaskCompletion, bound to what this master issued: a result
         for a task it never assigned to that worker is refused, and a task is finished
-        once. A repeated delivery of the recorded result is acknowledged (idempotent)."""
+        once. A repeated delivery of the recorded result is acknowledged (idempotent).
+
+        (True, ...) means the result is committed. ``TaskError("unavailable")`` when the
+        store could not take it: the worker must keep it and deliver it again."""
         task = self._tasks.get(result.task_id)
         if task is None:
             return False, f"task {result.task_id!r} was never assigned by this master"
@@ -191,33 +380,57 @@ class TaskBook:
                 f"task {result.task_id!r} was assigned to worker {task.target_worker_id!r}, "
                 f"not {result.worker_id!r}"
             )
-        if task.status in RESULT_STATUSES and task.finished_at is not None:
-            return True, "result already recorded"
-        status = (
-            TaskStatus(result.status) if result.status in RESULT_STATUSES else TaskStatus.FAILURE
-        )
-        task.logs = result.logs
-        task.logs_truncated = result.logs_truncated
-        task.exit_code = result.exit_code
-        task.result_location = result.result_location
-        self._finish(task, status, f"reported by {result.worker_id}")
+        async with self._exclusive(result.task_id):
+            task = self._tasks[result.task_id].copy()
+            if task.status in RESULT_STATUSES and task.finished_at is not None:
+                return True, "result already recorded"
+            status = (
+                TaskStatus(result.status)
+                if result.status in RESULT_STATUSES
+                else TaskStatus.FAILURE
+            )
+            task.logs = result.logs
+            task.logs_truncated = result.logs_truncated
+            task.exit_code = result.exit_code
+            task.result_location = result.result_location
+            task.status = status
+            task.message = f"reported by {result.worker_id}"
+            task.finished_at = self._clock()
+            try:
+                await self._commit(TaskChange(task, result=True))
+            except NotStored as exc:
+                raise TaskError(
+                    "unavailable",
+                    f"the result of task {task.task_id!r} could not be stored ({exc}); "
+                    "deliver it again",
+                ) from None
+        self._watch.finished(task.task_id)
         log.info("task %s finished on %s: %s", task.task_id, result.worker_id, status)
         return True, "result recorded"
 
-    def _finish(self, task: TaskState, status: TaskStatus, message: str) -> None:
-        task.status = status
-        task.message = message
-        task.finished_at = self._clock()
-        self._changed(task)
-
     def on_telemetry(self, state: WorkerTelemetry, event: TelemetryEvent) -> None:
-        """Heartbeats list running tasks: mark ours "running"."""
+        """Heartbeats list running tasks: mark ours "running" (written behind), only for
+        the worker the task was assigned to (another worker's heartbeat changes nothing).
+        A task with a change in flight is left for the next heartbeat."""
+        if event is TelemetryEvent.INACTIVE or event is TelemetryEvent.REMOVED:
+            return
+        worker_id = state.worker_id
+        listed: set[str] = set()
         for running in state.running_tasks:
             task = self._tasks.get(running.task_id)
-            if task is not None and task.status in (TaskStatus.QUEUED, TaskStatus.ASSIGNED):
+            if task is None or task.target_worker_id != worker_id:
+                continue
+            listed.add(running.task_id)
+            if (
+                task.status in (TaskStatus.QUEUED, TaskStatus.ASSIGNED)
+                and running.task_id not in self._busy
+            ):
+                task = task.copy()
                 task.status = TaskStatus.RUNNING
                 task.started_at = state.last_update
-                self._changed(task)
+                self._journal.write_later(TaskChange(task))
+                self._apply(task)
+        self._watch.heartbeat(worker_id, listed, self._clock())
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -240,12 +453,112 @@ class TaskBook:
             and (worker_id is None or task.target_worker_id == worker_id)
         ]
 
+    def reserved(self) -> dict[str, tuple[float, float, float, int]]:
+        """Per worker: CPU, memory and GPUs its unfinished tasks asked for, and how many."""
+        totals: dict[str, tuple[float, float, float, int]] = {}
+        for task in self._tasks.values():
+            if task.status.finished:
+                continue
+            cpu, memory, gpu, count = totals.get(task.target_worker_id, (0.0, 0.0, 0.0, 0))
+            totals[task.target_worker_id] = (
+                cpu + task.req_cpu,
+                memory + task.req_memory,
+                gpu + task.req_gpu,
+                count + 1,
+            )
+        return totals
+
     def counts(self) -> dict[TaskStatus, int]:
         counts: dict[TaskStatus, int] = {}
         for task in self._tasks.values():
             counts[task.status] = counts.get(task.status, 0) + 1
         return counts
 
+    # -- lost tasks and tasks waiting for their worker ----------------------------------------
+
+    def _wait_for(self, worker_id: str, task_id: str, deadline: float) -> None:
+        self._waiting.setdefault(worker_id, {})[task_id] = deadline
+
+    def worker_registered(self, worker_id: str) -> None:
+        """The worker (re)registered: hand it the tasks that wait for it, in order."""
+        waiting = self._waiting.pop(worker_id, None)
+        if not waiting:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._dispatch_waiting(list(waiting)), name=f"dispatch-{worker_id}"
+        )
+        self._dispatching.add(task)
+        task.add_done_callback(self._dispatching.discard)
+
+    async def _dispatch_waiting(self, task_ids: Sequence[str]) -> None:
+        for task_id in task_ids:
+            task = self._tasks.get(task_id)
+            if task is None or task.status is not TaskStatus.QUEUED:
+                continue
+            try:
+                await self._dispatch(task.copy())
+            except TaskError as exc:
+                log.info("task %s not handed to its worker: %s", task_id, exc)
+
+    def start(self) -> None:
+        """Watch for lost tasks and expired waits, about once a second."""
+        if self._checker is None:
+            self._checker = asyncio.get_running_loop().create_task(
+                self._check_loop(), name="task-watch"
+            )
+
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self.check(self._clock())
+
+    async def check(self, now: float) -> Sequence[str]:
+        """Mark lost what is lost by ``now``; the ids of the tasks marked lost."""
+        lost = self._watch.check(now)
+        for worker_id, waiting in list(self._waiting.items()):
+            for task_id, deadline in list(waiting.items()):
+                if now >= deadline:
+                    del waiting[task_id]
+                    lost.append((task_id, f"its worker {worker_id!r} did not connect in time"))
+            if not waiting:
+                del self._waiting[worker_id]
+        marked = []
+        for task_id, reason in lost:
+            if await self._mark_lost(task_id, reason):
+                marked.append(task_id)
+        return marked
+
+    async def _mark_lost(self, task_id: str, reason: str) -> bool:
+        async with self._exclusive(task_id):
+            task = self._tasks.get(task_id)
+            if task is None:
+                return False
+            event = TaskEvent.EXPIRED if task.status is TaskStatus.QUEUED else TaskEvent.LOST
+            if task.message.startswith(UNCONFIRMED_PREFIX):
+                event = TaskEvent.LOST
+            if not can(task.status, event):
+                return False
+            task = task.copy()
+            task.status = next_status(task.status, event)
+            task.message = f"lost: {reason}"
+            task.finished_at = self._clock()
+            try:
+                await self._commit(TaskChange(task))
+            except NotStored:
+                self._watch.assigned(task_id, task.target_worker_id, self._clock())
+                return False
+        log.warning("task %s of worker %s is lost: %s", task_id, task.target_worker_id, reason)
+        return True
+
     async def close(self) -> None:
+        for task in [self._checker, *self._dispatching]:
+            if task is not None:
+                task.cancel()
+        for task in [self._checker, *self._dispatching]:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._checker = None
+        self._dispatching.clear()
         self._listeners.clear()
         self._assignment_listeners.clear()

@@ -40,7 +40,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from cloudai.master.client_buffer import ClientBuffer
 from cloudai.telemetry.encoding import EMPTY_FRAME, encode_fragment, join_fragments
-from cloudai.telemetry.manager import TelemetryEvent
+from cloudai.telemetry.manager import ALL_EVENTS, TelemetryEvent, subscribes_to
 from cloudai.telemetry.model import WorkerTelemetry
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,10 @@ class TelemetryHub:
 
     # -- input (a TelemetryManager subscriber) --------------------------------------------
 
+    @subscribes_to(*ALL_EVENTS)
     def on_telemetry(self, state: WorkerTelemetry, event: TelemetryEvent) -> None:
+        """Every event, liveness states included (suspect, unknown): a worker's latest
+        state is what dashboards get, whatever changed it."""
         worker_id = state.worker_id
         if event is TelemetryEvent.REMOVED:
             self._latest.pop(worker_id, None)

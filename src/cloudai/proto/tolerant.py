@@ -44,44 +44,61 @@ def tolerant(message_type: type[Message]) -> Callable[[bytes], Any]:
     return deserialize
 
 
-def add_master_worker(servicer: Any, server: grpc.aio.Server) -> None:
-    """Register ``servicer``'s methods of ``cluster.MasterWorker`` on ``server``."""
-    unary = grpc.unary_unary_rpc_method_handler
-    handlers = {
-        "RegisterWorker": unary(
-            servicer.RegisterWorker,
-            request_deserializer=tolerant(pb.WorkerInfo),
-            response_serializer=pb.RegisterAck.SerializeToString,
-        ),
-        "SendHeartbeat": unary(
-            servicer.SendHeartbeat,
-            request_deserializer=tolerant(pb.Heartbeat),
-            response_serializer=pb.HeartbeatAck.SerializeToString,
-        ),
-        "ReportTaskCompletion": unary(
-            servicer.ReportTaskCompletion,
-            request_deserializer=tolerant(pb.TaskResult),
-            response_serializer=pb.Ack.SerializeToString,
-        ),
-        "MasterRegister": unary(
-            servicer.MasterRegister,
-            request_deserializer=tolerant(pb.MasterInfo),
-            response_serializer=pb.RegisterAck.SerializeToString,
-        ),
-        "AssignTask": unary(
-            servicer.AssignTask,
-            request_deserializer=tolerant(pb.Task),
-            response_serializer=pb.TaskAck.SerializeToString,
-        ),
-        "CancelTask": unary(
-            servicer.CancelTask,
-            request_deserializer=tolerant(pb.TaskID),
-            response_serializer=pb.TaskAck.SerializeToString,
-        ),
-        "StreamHeartbeats": grpc.stream_unary_rpc_method_handler(
-            servicer.StreamHeartbeats,
-            request_deserializer=tolerant(pb.Heartbeat),
-            response_serializer=pb.HeartbeatAck.SerializeToString,
-        ),
-    }
+def _register(server: grpc.aio.Server, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
+def add_master_rpcs(servicer: Any, server: grpc.aio.Server) -> None:
+    """The worker -> master RPCs of ``cluster.MasterWorker`` (what a master serves). The
+    others are not registered: gRPC answers them UNIMPLEMENTED without a log line."""
+    unary = grpc.unary_unary_rpc_method_handler
+    _register(
+        server,
+        {
+            "RegisterWorker": unary(
+                servicer.RegisterWorker,
+                request_deserializer=tolerant(pb.WorkerInfo),
+                response_serializer=pb.RegisterAck.SerializeToString,
+            ),
+            "SendHeartbeat": unary(
+                servicer.SendHeartbeat,
+                request_deserializer=tolerant(pb.Heartbeat),
+                response_serializer=pb.HeartbeatAck.SerializeToString,
+            ),
+            "ReportTaskCompletion": unary(
+                servicer.ReportTaskCompletion,
+                request_deserializer=tolerant(pb.TaskResult),
+                response_serializer=pb.Ack.SerializeToString,
+            ),
+            "StreamHeartbeats": grpc.stream_unary_rpc_method_handler(
+                servicer.StreamHeartbeats,
+                request_deserializer=tolerant(pb.Heartbeat),
+                response_serializer=pb.HeartbeatAck.SerializeToString,
+            ),
+        },
+    )
+
+
+def add_worker_rpcs(servicer: Any, server: grpc.aio.Server) -> None:
+    """The master -> worker RPCs of ``cluster.MasterWorker`` (what a worker serves)."""
+    unary = grpc.unary_unary_rpc_method_handler
+    _register(
+        server,
+        {
+            "MasterRegister": unary(
+                servicer.MasterRegister,
+                request_deserializer=tolerant(pb.MasterInfo),
+                response_serializer=pb.RegisterAck.SerializeToString,
+            ),
+            "AssignTask": unary(
+                servicer.AssignTask,
+                request_deserializer=tolerant(pb.Task),
+                response_serializer=pb.TaskAck.SerializeToString,
+            ),
+            "CancelTask": unary(
+                servicer.CancelTask,
+                request_deserializer=tolerant(pb.TaskID),
+                response_serializer=pb.TaskAck.SerializeToString,
+            ),
+        },
+    )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -244,8 +245,9 @@ def verify_issued_by(cert: x509.Certificate, ca: x509.Certificate) -> None:
     """PkiError unless ``cert`` is signed by ``ca`` and valid now."""
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError) as exc:
-        raise PkiError(f"the certificate was not issued by this cluster's CA: {exc}") from None
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        why = str(exc) or "its signature does not match the CA's key"
+        raise PkiError(f"the certificate was not issued by this cluster's CA: {why}") from None
     now = _now()
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise PkiError("the certificate is not valid at this time")

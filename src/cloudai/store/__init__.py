@@ -5,8 +5,9 @@ Open with ``open_store(database_url, data_dir)``; see docs/STORE.md.
 
 # First: quiets Alembic's import-time log lines before anything imports Alembic.
 from cloudai.store import _alembic_logs  # noqa: F401
-from cloudai.store.base import DuplicateError, NotFoundError, Store, StoreError
+from cloudai.store.base import DuplicateError, NotFoundError, Store, StoreError, StoreOperation
 from cloudai.store.factory import open_store
+from cloudai.store.group_commit import GroupCommit
 from cloudai.store.models import (
     RESULT_STATUSES,
     TASK_STATUSES,
@@ -26,12 +27,14 @@ __all__ = [
     "TERMINAL_TASK_STATUSES",
     "AssignmentRecord",
     "DuplicateError",
+    "GroupCommit",
     "HeartbeatWriteBehind",
     "NotFoundError",
     "ResultRecord",
     "SqlStore",
     "Store",
     "StoreError",
+    "StoreOperation",
     "TaskRecord",
     "WorkerRecord",
     "open_store",

@@ -1,13 +1,16 @@
 """The ``Store`` interface and its errors. Back ends implement ``Store``.
 
 Methods are synchronous and safe to call from several threads at once; asyncio
-callers run them with ``asyncio.to_thread``. Every method is one transaction.
+callers run them with ``asyncio.to_thread``. Every method is one transaction, unless
+called inside ``transaction()`` (or through ``apply``): then the calls made in that
+thread are one transaction together, committed at the end of the block.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import Self
@@ -28,8 +31,32 @@ class DuplicateError(StoreError):
     """A record with the same key exists already."""
 
 
+StoreOperation = Callable[["Store"], object]
+"""One operation of a batch: called with the store, inside the batch's transaction."""
+
+
 class Store(ABC):
     """Persistent registry of workers, tasks, assignments and results."""
+
+    # -- transactions ----------------------------------------------------------
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """A block whose store calls, made in this thread, are ONE transaction.
+
+        Committed when the block ends; rolled back, wholly, if it raises (the exception
+        propagates). A ``transaction()`` inside another joins the outer one.
+        """
+
+    def apply(self, operations: Sequence[StoreOperation]) -> list[object]:
+        """Run ``operation(self)`` for each, in order, as ONE transaction; their results.
+
+        All or nothing: if one raises, none of them is stored and the exception
+        propagates (the master's group commit then retries them one by one, so that
+        each caller gets the outcome of its own operation).
+        """
+        with self.transaction():
+            return [operation(self) for operation in operations]
 
     @property
     @abstractmethod

@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-TASK_STATUSES: Final = frozenset(
-    {"queued", "assigned", "running", "success", "failure", "cancelled", "rejected"}
-)
-"""Every status a task may have."""
+from cloudai import task_status
+from cloudai.task_status import TaskStatus
 
-TERMINAL_TASK_STATUSES: Final = frozenset({"success", "failure", "cancelled", "rejected"})
+TASK_STATUSES: Final = frozenset(status.value for status in TaskStatus)
+"""Every status a task may have (the values of the one TaskStatus type)."""
+
+TERMINAL_TASK_STATUSES: Final = frozenset(status.value for status in task_status.TERMINAL_STATUSES)
 """Statuses after which a task does not change any more."""
 
-RESULT_STATUSES: Final = frozenset({"success", "failure", "cancelled"})
+RESULT_STATUSES: Final = frozenset(status.value for status in task_status.RESULT_STATUSES)
 """Statuses a worker may report in a task result."""
 
 

@@ -46,6 +46,10 @@ class WorkerTelemetry:
     running_tasks: list[TaskTelemetry] = field(default_factory=list)
     last_update: float = 0.0  # Unix seconds (wall clock) of the last heartbeat
     is_active: bool = False
+    # The liveness state (telemetry.liveness.LivenessState's value): "registered",
+    # "active", "suspect" (is_active stays true), "inactive", "unknown", ... Empty: derived
+    # from is_active.
+    state: str = ""
 
     def copy(self) -> WorkerTelemetry:
         clone = replace(self)
@@ -62,6 +66,7 @@ class WorkerTelemetry:
             "last_update": int(self.last_update),
             "is_active": self.is_active,
             "storage_usage": self.storage_usage,
+            "state": self.state or ("active" if self.is_active else "inactive"),
         }
 
     @classmethod
@@ -92,4 +97,5 @@ class WorkerTelemetry:
             else [],
             received_at,
             True,
+            "active",
         )

@@ -13,7 +13,12 @@ logged once), then heartbeats every interval:
   again and go on.
 
 A second task delivers spooled results (ReportTaskCompletion) whenever registered,
-and deletes each only after the master acked it.
+and deletes each only after the master acked it. The answers: ``success=true`` means
+the master has COMMITTED the result to its store (write-ahead: a master killed right
+after still has it), so the spooled copy is deleted; an RPC error (the master is gone,
+or ``UNAVAILABLE``: its store could not take the result now) keeps it spooled and
+retries with back-off; ``success=false`` (a result this master never issued to us)
+sets it aside in ``rejected/``, never deletes it.
 """
 
 from __future__ import annotations
@@ -490,6 +495,8 @@ class MasterClient:
             await asyncio.to_thread(self._spool.reject, result.task_id)
             self._undelivered.discard(result.task_id)
             return True
+        # success=true: stored by the master (committed before it answered); only now
+        # may the spooled copy go.
         await asyncio.to_thread(self._spool.remove, result.task_id)
         self._undelivered.discard(result.task_id)
         self.stats.results_delivered += 1

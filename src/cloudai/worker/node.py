@@ -27,7 +27,7 @@ import psutil
 
 from cloudai.addresses import is_wildcard, join_host_port, local_address_towards, split_host_port
 from cloudai.proto import pb
-from cloudai.proto.tolerant import add_master_worker
+from cloudai.proto.tolerant import add_worker_rpcs
 from cloudai.security.credentials import WorkerIdentity, load_worker, save_worker
 from cloudai.worker.client import MasterClient
 from cloudai.worker.gpu import NvmlGpuProvider
@@ -278,7 +278,7 @@ class WorkerNode:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ]
         )
-        add_master_worker(self.service, server)
+        add_worker_rpcs(self.service, server)
         self.port = bind_first_free(
             server,
             settings.listen_host,

@@ -154,9 +154,11 @@ async def test_results_are_delivered_and_removed_after_the_ack(
     assert client.stats.results_delivered == 2
 
 
-async def test_refused_results_stay_until_acked(
+async def test_a_refused_result_is_set_aside_not_retried(
     client: MasterClient, masters: Any, fake_master_class: Any, eventually: Any, tmp_path: Path
 ) -> None:
+    """The master answered and said no (a task it did not give this worker): retrying
+    cannot change that, so the result moves to results/rejected and stays there."""
     spool = ResultSpool(tmp_path / "r")
     master = fake_master_class()
     master.result_ack = False
@@ -164,11 +166,13 @@ async def test_refused_results_stay_until_acked(
     await eventually(lambda: client.registered)
     spool.put(result("t1"))
     client.notify_result()
-    await eventually(lambda: client.stats.result_failures >= 2, what="refused deliveries")
-    assert spool.contains("t1")
+    await eventually(lambda: not spool.contains("t1"), what="the refused result set aside")
+    assert (spool.rejected_dir / "t1.result").exists()
+    assert client.stats.result_failures == 1
     master.result_ack = True
-    await eventually(lambda: not spool.contains("t1"), what="delivery once accepted")
-    assert [r.task_id for r in master.results] == ["t1"]
+    client.notify_result()
+    assert await client.flush_results(0.5) == 0  # nothing left to deliver
+    assert client.stats.result_failures == 1  # and it was not sent again
 
 
 async def test_results_survive_an_unreachable_master_and_a_restart(

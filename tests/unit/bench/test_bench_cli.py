@@ -125,4 +125,4 @@ def test_table_lines_up_and_shows_missing_values_as_dashes() -> None:
     lines = table(records).splitlines()
     assert len(lines) == 4 and len({len(line) for line in lines}) == 1
     assert "3.46" in lines[2] and "20,000" in lines[3]
-    assert lines[3].split()[5] == "-"  # no RPC latency for streams
+    assert lines[3].split()[6] == "-"  # no RPC latency for streams (after mode, tls, ...)

@@ -3,6 +3,8 @@ workers are faked."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from cloudai.api.models import TaskSubmission, WorkerRegistration
@@ -70,6 +72,19 @@ def test_authorise_calls_master_register_only_with_an_address(parts: Parts) -> N
     assert parts.admin.worker_ids() == ["w1", "w2"]
 
 
+def test_register_of_a_known_worker_always_reannounces(parts: Parts) -> None:
+    """Also for a worker that holds a session: the call is what brings back a worker that
+    lost its master; and with the address stored, the admin need not type it again."""
+    request = WorkerRegistration(worker_id="w1", address="127.0.0.1:50052")
+    parts.admin.authorise_worker(request)
+    ok, message = parts.registry.register(pb.WorkerInfo(worker_id="w1"))
+    assert ok, message
+    parts.admin.authorise_worker(request)
+    parts.admin.authorise_worker(WorkerRegistration(worker_id="w1"))
+    assert parts.link.connected == ["w1", "w1", "w1"]
+    assert parts.registry.get("w1").address == "127.0.0.1:50052"  # type: ignore[union-attr]
+
+
 def test_unknown_workers_and_tasks_are_not_found(parts: Parts) -> None:
     for call in (
         lambda: parts.admin.revoke_worker("nobody"),
@@ -87,10 +102,11 @@ async def test_submit_outcomes(parts: Parts) -> None:
         await parts.admin.submit_task(TaskSubmission(worker_id="nobody", command="true"))
     assert refused.value.kind is ErrorKind.NOT_FOUND
     parts.admin.authorise_worker(WorkerRegistration(worker_id="w1"))
-    with pytest.raises(AdminError) as refused:
-        await parts.admin.submit_task(TaskSubmission(worker_id="w1", command="true"))
-    assert refused.value.kind is ErrorKind.UNAVAILABLE
-    assert "has not registered yet" in refused.value.message
+    waiting = await parts.admin.submit_task(
+        TaskSubmission(worker_id="w1", command="true", task_id="early")
+    )  # the worker is not connected: the task waits for it
+    assert waiting.status is TaskStatus.QUEUED
+    assert waiting.message.startswith("waiting for worker 'w1' to connect")
     parts.join("w1")
     task = await parts.admin.submit_task(
         TaskSubmission(worker_id="w1", command="true", task_id="a")
@@ -145,3 +161,44 @@ def test_revoke_forgets_the_worker(parts: Parts) -> None:
     parts.join("w1")
     parts.admin.revoke_worker("w1")
     assert parts.admin.list_workers() == []
+
+
+async def test_any_worker_places_the_task_where_it_fits(parts: Parts) -> None:
+    for worker_id, cpu in (("small", 2), ("big", 16), ("down", 64)):
+        parts.admin.authorise_worker(WorkerRegistration(worker_id=worker_id))
+        ok, _ = parts.registry.register(
+            pb.WorkerInfo(worker_id=worker_id, total_cpu=cpu, total_memory=64)
+        )
+        assert ok
+    parts.telemetry.start()
+    try:
+        for worker_id, usage in (("small", 5.0), ("big", 40.0)):  # "down" never heartbeats
+            parts.telemetry.process_heartbeat(
+                pb.Heartbeat(worker_id=worker_id, cpu_usage=usage, memory_usage=10.0)
+            )
+        for _ in range(50):
+            await asyncio.sleep(0)
+        fits_small = await parts.admin.submit_task(
+            TaskSubmission(any_worker=True, command="true", req_cpu=1)
+        )
+        assert fits_small.worker_id == "small"  # the least loaded that fits
+        only_big = await parts.admin.submit_task(
+            TaskSubmission(any_worker=True, command="true", req_cpu=8)
+        )
+        assert only_big.worker_id == "big"
+        with pytest.raises(AdminError) as refused:
+            await parts.admin.submit_task(
+                TaskSubmission(any_worker=True, command="true", req_cpu=32)
+            )
+        assert refused.value.kind is ErrorKind.UNAVAILABLE
+        assert "no active worker has 32 CPU" in refused.value.message
+    finally:
+        await parts.telemetry.shutdown()
+
+
+def test_worker_id_or_any_worker() -> None:
+    from pydantic import ValidationError
+
+    for body in ({"command": "x"}, {"command": "x", "worker_id": "w", "any_worker": True}):
+        with pytest.raises(ValidationError, match="either a worker_id or any_worker"):
+            TaskSubmission.model_validate(body)

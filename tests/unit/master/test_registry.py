@@ -55,3 +55,30 @@ def test_copies() -> None:
     assert entry is not None
     entry.address = "x"
     assert reg.get("w1").address == "1.2.3.4:5"  # type: ignore[union-attr]
+
+
+def test_each_registration_opens_a_newer_session() -> None:
+    reg = WorkerRegistry()
+    reg.authorise("w1", "1.2.3.4:5")
+    reg.authorise("w2")
+    assert reg.session_of("w1") is None
+    reg.register(pb.WorkerInfo(worker_id="w1"))
+    first = reg.session_of("w1")
+    reg.register(pb.WorkerInfo(worker_id="w2"))
+    reg.register(pb.WorkerInfo(worker_id="w1"))
+    second = reg.session_of("w1")
+    assert first is not None and second is not None and second > first
+    assert reg.session_of("w2") not in (None, first, second)
+    reg.bind_certificate("w1", "ab" * 32)  # a new certificate: the worker registers again
+    assert reg.session_of("w1") is None
+    reg.revoke("w2")
+    assert reg.session_of("w2") is None and reg.session_of("nobody") is None
+
+
+def test_with_address_lists_the_workers_the_master_can_call() -> None:
+    reg = WorkerRegistry()
+    reg.authorise("admin-first", "1.2.3.4:5")
+    reg.authorise("self-registering")
+    reg.authorise("told-its-address")
+    reg.register(pb.WorkerInfo(worker_id="told-its-address", worker_ip="10.0.0.7:50052"))
+    assert sorted(reg.with_address()) == ["admin-first", "told-its-address"]

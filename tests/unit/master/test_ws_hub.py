@@ -13,6 +13,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from cloudai.master.ws_hub import HubClient, TelemetryHub, tick_interval, ws_text_header
+from cloudai.proto import pb
 from cloudai.telemetry.manager import TelemetryEvent
 from cloudai.telemetry.model import WorkerTelemetry
 
@@ -251,3 +252,42 @@ async def test_many_clients_are_served_in_chunks_and_in_order(monkeypatch) -> No
     del clients[late]
     for client in clients:
         await hub.disconnect(client)
+
+
+async def test_liveness_states_reach_clients_and_snapshots() -> None:
+    """The hub subscribes to every event: a suspect worker, a worker known from the store
+    but not back yet (unknown) are on the stream with their ``state``; a client that
+    connects later gets them in its snapshot."""
+    from cloudai.telemetry.manager import TelemetryManager
+
+    clock = [1000.0]
+    manager = TelemetryManager(30.0, clock=lambda: clock[0], wall_clock=lambda: 1.7e9)
+    hub = TelemetryHub(batch_interval=0.0)
+    manager.subscribe(hub.on_telemetry)  # as server.py does: no events named
+    ws = FakeWebSocket()
+    client = join(hub, ws, "c1")
+    await settle(hub)
+    manager.add_known(["gone"])
+    await settle(hub)
+    manager.register_worker("w1")
+    await settle(hub)
+    manager.process_heartbeat(pb.Heartbeat(worker_id="w1", cpu_usage=1.0))
+    await settle(hub)
+    clock[0] += 16.0
+    manager.check_inactive()
+    await settle(hub)
+    states = [(w, v["state"], v["is_active"]) for m in ws.messages() for w, v in m.items()]
+    assert states == [
+        ("gone", "unknown", False),
+        ("w1", "registered", True),
+        ("w1", "active", True),
+        ("w1", "suspect", True),
+    ]
+    late = FakeWebSocket()
+    other = join(hub, late, "c2")
+    await settle(hub)
+    snapshot = late.messages()[0]
+    assert {w: v["state"] for w, v in snapshot.items()} == {"gone": "unknown", "w1": "suspect"}
+    assert list(snapshot["w1"])[-2:] == ["storage_usage", "state"]  # added at the end
+    await hub.disconnect(client)
+    await hub.disconnect(other)

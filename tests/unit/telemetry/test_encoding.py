@@ -68,3 +68,16 @@ def test_frames_join_fragments_without_reencoding() -> None:
     frame = join_fragments([encode_fragment(a), encode_fragment(b)])
     assert set(orjson.loads(frame)) == {"worker-1", "worker-2"}
     assert join_fragments([]) == b"{}"
+
+
+def test_state_is_added_after_the_contract_and_storage_usage() -> None:
+    worker = orjson.loads(join_fragments([encode_fragment(sample())]))["worker-1"]
+    assert list(worker)[len(CONTRACT_WORKER_KEYS) :] == ["storage_usage", "state"]
+    assert worker["state"] == "active"  # derived from is_active when not set
+    inactive = sample()
+    inactive.is_active = False
+    assert orjson.loads(encode_fragment(inactive)[len(b'"worker-1":') :])["state"] == "inactive"
+    suspect = sample()
+    suspect.state = "suspect"
+    decoded = orjson.loads(join_fragments([encode_fragment(suspect)]))["worker-1"]
+    assert decoded["state"] == "suspect" and decoded["is_active"] is True

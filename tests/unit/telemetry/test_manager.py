@@ -5,7 +5,13 @@ import asyncio
 import pytest
 
 from cloudai.proto import pb
-from cloudai.telemetry.manager import TelemetryEvent, TelemetryManager
+from cloudai.telemetry.liveness import LivenessState
+from cloudai.telemetry.manager import (
+    ALL_EVENTS,
+    TelemetryEvent,
+    TelemetryManager,
+    subscribes_to,
+)
 from cloudai.telemetry.model import WorkerTelemetry
 
 
@@ -131,9 +137,10 @@ async def test_inactivity_transitions(manager: TelemetryManager, clock: FakeCloc
     ]
 
 
-async def test_checker_runs_every_half_timeout() -> None:
+async def test_checker_runs_every_quarter_timeout_at_most_every_second() -> None:
+    assert TelemetryManager(30.0).check_interval == pytest.approx(1.0)
     m = TelemetryManager(0.2)
-    assert m.check_interval == pytest.approx(0.1)
+    assert m.check_interval == pytest.approx(0.05)
     inactive = asyncio.Event()
     m.subscribe(lambda s, e: inactive.set() if e is TelemetryEvent.INACTIVE else None)
     m.start()
@@ -185,3 +192,225 @@ def test_invalid_arguments() -> None:
         TelemetryManager(0)
     with pytest.raises(ValueError):
         TelemetryManager(1, queue_size=0)
+
+
+# -- liveness: states on the stream, stalls, grace, all silent, unknown workers ----------
+
+Seen = list[tuple[str, TelemetryEvent, bool, str]]
+
+
+def record_all(manager: TelemetryManager) -> Seen:
+    """Subscribe to every event (as the hub does); what was published, in order."""
+    seen: Seen = []
+
+    @subscribes_to(*ALL_EVENTS)
+    def on(state: WorkerTelemetry, event: TelemetryEvent) -> None:
+        seen.append((state.worker_id, event, state.is_active, state.to_json()["state"]))
+
+    manager.subscribe(on)
+    return seen
+
+
+async def test_suspect_is_published_to_subscribers_that_ask(
+    manager: TelemetryManager, clock: FakeClock
+) -> None:
+    classic: list[TelemetryEvent] = []
+    manager.subscribe(lambda s, e: classic.append(e))
+    seen = record_all(manager)
+    manager.process_heartbeat(heartbeat("w1"))
+    await settle()
+    clock.now += 15.0
+    assert manager.check_inactive() == []
+    assert manager.get_worker_telemetry("w1").is_active is True  # type: ignore[union-attr]
+    assert manager.liveness_state("w1") is LivenessState.SUSPECT
+    manager.process_heartbeat(heartbeat("w1"))
+    await settle()
+    assert seen == [
+        ("w1", TelemetryEvent.UPDATE, True, "registered"),
+        ("w1", TelemetryEvent.UPDATE, True, "active"),
+        ("w1", TelemetryEvent.SUSPECT, True, "suspect"),
+        ("w1", TelemetryEvent.UPDATE, True, "active"),
+    ]
+    assert classic == [TelemetryEvent.UPDATE] * 3  # no SUSPECT for a classic subscriber
+
+
+async def test_subscribe_with_explicit_events(manager: TelemetryManager) -> None:
+    got: list[TelemetryEvent] = []
+    unsubscribe = manager.subscribe(lambda s, e: got.append(e), events=[TelemetryEvent.UNKNOWN])
+    manager.add_known(["u1"])
+    manager.register_worker("u1")
+    assert got == [TelemetryEvent.UNKNOWN]
+    unsubscribe()
+    manager.add_known(["u2"])
+    assert got == [TelemetryEvent.UNKNOWN]
+
+
+async def test_known_workers_are_listed_unknown_until_they_come_back(
+    manager: TelemetryManager, clock: FakeClock
+) -> None:
+    classic: list[tuple[str, TelemetryEvent]] = []
+    manager.subscribe(lambda s, e: classic.append((s.worker_id, e)))
+    seen = record_all(manager)
+    manager.add_known(["a", "b"], last_update={"a": 1_700_000_000.0})
+    manager.add_known(["a"])  # already known: nothing
+    assert seen == [
+        ("a", TelemetryEvent.UNKNOWN, False, "unknown"),
+        ("b", TelemetryEvent.UNKNOWN, False, "unknown"),
+    ]
+    assert classic == []  # the store needs no row written for them
+    # Not seen since start: the API's reads leave them out; counts list them.
+    assert manager.get_worker_telemetry("a") is None
+    assert manager.get_all_worker_telemetry() == {}
+    assert manager.worker_count() == (0, 0)
+    assert manager.liveness_counts()["unknown"] == 2
+    clock.now += 1000.0
+    assert manager.check_inactive() == []  # never judged while unknown
+    manager.register_worker("a")
+    assert seen[-1] == ("a", TelemetryEvent.UPDATE, True, "registered")
+    assert manager.get_worker_telemetry("a").last_update == 1_764_300_000.0  # type: ignore[union-attr]
+    assert classic == [("a", TelemetryEvent.UPDATE)]
+    assert manager.worker_count() == (1, 1)
+    manager.process_heartbeat(heartbeat("b"))  # a heartbeat alone also brings it back
+    await settle()
+    assert manager.liveness_states() == {"a": LivenessState.REGISTERED, "b": LivenessState.ACTIVE}
+    manager.unregister_worker("a")
+    assert seen[-1] == ("a", TelemetryEvent.REMOVED, False, "removed")
+
+
+async def test_unknown_state_keeps_its_stored_last_update(manager: TelemetryManager) -> None:
+    states: list[WorkerTelemetry] = []
+    manager.subscribe(lambda s, e: states.append(s), events=ALL_EVENTS)
+    manager.add_known(["a"], last_update={"a": 1_700_000_000.9})
+    assert states[0].to_json()["last_update"] == 1_700_000_000
+    manager.authorise_worker("new")
+    manager.authorise_worker("new")
+    assert [s.to_json()["state"] for s in states] == ["unknown", "authorised"]
+    assert manager.liveness_counts()["authorised"] == 1
+
+
+async def test_an_inactive_worker_that_registers_again_comes_back(
+    manager: TelemetryManager, clock: FakeClock
+) -> None:
+    classic: list[TelemetryEvent] = []
+    manager.register_worker("w1")
+    manager.subscribe(lambda s, e: classic.append(e))
+    clock.now += 30.0
+    assert manager.check_inactive() == ["w1"]
+    manager.register_worker("w1")
+    assert classic == [TelemetryEvent.INACTIVE, TelemetryEvent.ACTIVE]
+    assert manager.liveness_state("w1") is LivenessState.REGISTERED
+
+
+async def test_a_stalled_master_marks_nobody_inactive(
+    manager: TelemetryManager, clock: FakeClock
+) -> None:
+    """SIGSTOP for 60 s: at resume the checker fires 60 s late, possibly before the
+    heartbeats that waited in the sockets are received. Nobody becomes inactive."""
+    seen = record_all(manager)
+    for i in range(40):
+        manager.process_heartbeat(heartbeat(f"w{i}"))
+    await settle()
+    clock.now += 60.0  # stopped
+    assert manager.check_inactive(lateness=59.0) == []  # the checker runs first at resume
+    assert manager.stats.master_stalls == 1
+    for i in range(40):  # then the queued heartbeats are received
+        manager.process_heartbeat(heartbeat(f"w{i}"))
+    clock.now += 1.0
+    assert manager.check_inactive() == []
+    clock.now += 10.0
+    assert manager.check_inactive() == []
+    assert {event for _, event, _, _ in seen} == {TelemetryEvent.UPDATE}
+    assert manager.worker_count() == (40, 40)
+
+
+async def test_a_stall_is_credited_even_if_heartbeats_come_late(
+    manager: TelemetryManager, clock: FakeClock
+) -> None:
+    """After the stall the workers are in back-off: their heartbeats come some seconds
+    after the resume. The master's stopped time counts for nobody's silence."""
+    manager.process_heartbeat(heartbeat("w1"))
+    await settle()
+    clock.now += 60.0
+    manager.check_inactive(lateness=59.0)
+    clock.now += 20.0  # 80 s since the last heartbeat, 20 s of it with the master running
+    assert manager.check_inactive() == []
+    assert manager.liveness_state("w1") is LivenessState.SUSPECT
+    manager.process_heartbeat(heartbeat("w1"))
+    await settle()
+    assert manager.liveness_state("w1") is LivenessState.ACTIVE
+
+
+async def test_queued_heartbeats_are_applied_before_judging(clock: FakeClock) -> None:
+    m = TelemetryManager(30.0, clock=clock)
+    m.start()
+    seen = record_all(m)
+    m.process_heartbeat(heartbeat("w1"))
+    await settle()
+    clock.now += 20.0
+    m.check_inactive()  # suspect
+    m.process_heartbeat(heartbeat("w1", cpu=77.0))  # received, its task has not run yet
+    m.check_inactive()
+    assert seen[-1] == ("w1", TelemetryEvent.UPDATE, True, "active")
+    assert m.get_worker_telemetry("w1").cpu_usage == 77.0  # type: ignore[union-attr]
+    await m.shutdown()
+
+
+async def test_no_worker_becomes_inactive_during_the_start_up_grace(clock: FakeClock) -> None:
+    m = TelemetryManager(30.0, clock=clock)
+    m.register_worker("early")  # registered before start (e.g. --allow-worker)
+    clock.now += 100.0
+    m.start()
+    clock.now += 29.0
+    assert m.check_inactive() == []
+    clock.now += 1.0
+    assert m.check_inactive() == ["early"]
+    await m.shutdown()
+
+
+async def test_all_workers_silent_at_once_is_one_connectivity_event(
+    manager: TelemetryManager, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen = record_all(manager)
+    for i in range(5):
+        manager.process_heartbeat(heartbeat(f"w{i}"))
+    await settle()
+    clock.now += 30.0
+    with caplog.at_level("WARNING", logger="cloudai.telemetry.manager"):
+        assert manager.check_inactive() == []
+        clock.now += 1.0
+        assert manager.check_inactive() == []
+    assert manager.stats.connectivity_events == 1
+    assert manager.connectivity.value == "lost"
+    assert sum("went silent at once" in r.getMessage() for r in caplog.records) == 1
+    assert manager.worker_count() == (5, 5)  # suspect, still counted active
+    clock.now += 7.0  # the hold has passed, still nothing: now they are inactive
+    assert sorted(manager.check_inactive()) == [f"w{i}" for i in range(5)]
+    manager.process_heartbeat(heartbeat("w2"))
+    await settle()
+    assert manager.connectivity.value == "ok"
+    assert seen[-1] == ("w2", TelemetryEvent.ACTIVE, True, "active")
+
+
+async def test_the_checker_measures_its_own_lateness(clock: FakeClock) -> None:
+    """The checker's timer runs on the event loop; the injected clock jumps 60 s while it
+    waits, as a SIGSTOP would: the checker sees itself late and holds."""
+    m = TelemetryManager(0.2, clock=clock)
+    for i in range(3):
+        m.register_worker(f"w{i}")
+    m.start()
+    await settle()  # the checker waits for its first tick
+    stalled = asyncio.Event()
+    real_check = m.check_inactive
+
+    def check(lateness: float = 0.0) -> list[str]:
+        result = real_check(lateness)
+        if lateness > 0:
+            stalled.set()
+        return result
+
+    m.check_inactive = check  # type: ignore[method-assign]
+    clock.now += 60.0
+    await asyncio.wait_for(stalled.wait(), 5.0)
+    assert m.stats.master_stalls == 1
+    assert m.worker_count() == (3, 3)
+    await m.shutdown()
