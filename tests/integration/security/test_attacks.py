@@ -763,7 +763,6 @@ def test_undecodable_messages_are_refused_quietly(cluster: Cluster) -> None:
 # -- another worker's heartbeats and w1's tasks ----------------------------------------------
 
 
-
 def test_another_workers_heartbeat_cannot_mark_w1s_task_running(cluster: Cluster) -> None:
     """w2 heartbeats as itself (its right) but lists a task of w1 as running: the state
     of w1's task must not change. w1 is paused (SIGSTOP) right after accepting the task,
