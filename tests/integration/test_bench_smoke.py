@@ -45,10 +45,13 @@ def test_bench_run_produces_sane_figures(mode: str) -> None:
     ws = record["ws"]
     assert ws["tracked_clients"] == 2
     assert 0 < ws["hb_to_client_ms"]["p50"] <= ws["hb_to_client_ms"]["p99"]
-    assert ws["stale"] == 0 and ws["untracked_shortfall"] == 0
+    assert ws["stale"] == 0
     # A smoke run on a possibly busy machine: a starved client process can count a few
-    # heartbeats as missed. The exact accounting is unit-tested (tests/unit/bench).
+    # heartbeats as missed, and a master behind by a tick merges two heartbeats of one
+    # worker into one entry (what an untracked client counts as a shortfall). The exact
+    # accounting is unit-tested (tests/unit/bench).
     assert ws["missed"] <= record["sent"] * ws["tracked_clients"] // 20
+    assert ws["untracked_shortfall"] <= record["sent"] // 20
     assert ws["deliveries_per_s"] > 0 and ws["dropped_clients"] == 0
     # Which heartbeats the master may merge: its own tick, read from GET /api/status.
     assert ws["fanout_tick_from"] == "master" and ws["fanout_tick_ms"] == pytest.approx(5.0)
