@@ -47,7 +47,13 @@ sys.path.insert(0, str(REPO))
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 
-from tests.harness import Process, child_env, cloudai_command, start_master  # noqa: E402
+from tests.harness import (  # noqa: E402
+    Process,
+    child_env,
+    cloudai_command,
+    start_master,
+    worker_args,
+)
 
 
 @dataclass
@@ -90,23 +96,17 @@ def start_workers(workdir: Path, ids: list[str], master: str, interval: float) -
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 cloudai_command(
-                    "worker",
-                    "--id",
-                    worker_id,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--work-dir",
-                    str(workdir / f"work-{worker_id}"),
-                    "--no-docker",
-                    "--insecure",
-                    "--master",
-                    master,
-                    "--interval",
-                    str(interval),
-                    "--ready-file",
-                    str(ready),
+                    *worker_args(
+                        workdir,
+                        worker_id,
+                        "--insecure",
+                        "--master",
+                        master,
+                        "--interval",
+                        str(interval),
+                        "--ready-file",
+                        str(ready),
+                    )
                 ),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -188,6 +188,24 @@ def admin_client(master: Process, token: str | None = None) -> Any:
     )
 
 
+def worker_args(workdir: Path, worker_id: str, *extra: str) -> list[str]:
+    """``worker`` arguments of a test worker: loopback, any free port, its own work dir
+    under ``workdir``, no Docker; then ``extra``."""
+    return [
+        "worker",
+        "--id",
+        worker_id,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--work-dir",
+        str(workdir / f"work-{worker_id}"),
+        "--no-docker",
+        *extra,
+    ]
+
+
 def start_worker(
     workdir: Path,
     worker_id: str,
@@ -204,20 +222,7 @@ def start_worker(
     else:
         env = {**env, "CLOUDAI_JOIN_TOKEN": join}
     worker = start_process(
-        [
-            "worker",
-            "--id",
-            worker_id,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--work-dir",
-            str(workdir / f"work-{worker_id}"),
-            "--no-docker",
-            *extra,
-            *args,
-        ],
+        worker_args(workdir, worker_id, *extra, *args),
         workdir,
         f"worker-{worker_id}",
         **env,

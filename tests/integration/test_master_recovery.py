@@ -40,6 +40,7 @@ from tests.harness import (
     start_master,
     start_worker,
     wait_until,
+    worker_args,
 )
 
 pytestmark = pytest.mark.fault
@@ -74,21 +75,15 @@ def start_cloudai_workers(workdir: Path, ids: list[str]) -> list[Process]:
         ready = workdir / f"{worker_id}.ready.json"
         proc = spawn(
             cloudai_command(
-                "worker",
-                "--id",
-                worker_id,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--work-dir",
-                str(workdir / f"work-{worker_id}"),
-                "--no-docker",
-                "--insecure",
-                "--interval",
-                str(CLOUDAI_INTERVAL),
-                "--ready-file",
-                str(ready),
+                *worker_args(
+                    workdir,
+                    worker_id,
+                    "--insecure",
+                    "--interval",
+                    str(CLOUDAI_INTERVAL),
+                    "--ready-file",
+                    str(ready),
+                )
             ),
             workdir / f"{worker_id}.log",
             workdir,
