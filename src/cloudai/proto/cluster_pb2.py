@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63loudai/proto/cluster.proto\x12\x07\x63luster\"\x85\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tworker_ip\x18\x02 \x01(\t\x12\x11\n\ttotal_cpu\x18\x03 \x01(\x01\x12\x14\n\x0ctotal_memory\x18\x04 \x01(\x01\x12\x15\n\rtotal_storage\x18\x05 \x01(\x01\x12\x11\n\ttotal_gpu\x18\x06 \x01(\x01\"7\n\nMasterInfo\x12\x11\n\tmaster_id\x18\x01 \x01(\t\x12\x16\n\x0emaster_address\x18\x02 \x01(\t\"/\n\x0bRegisterAck\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x9e\x01\n\tHeartbeat\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tcpu_usage\x18\x02 \x01(\x01\x12\x14\n\x0cmemory_usage\x18\x03 \x01(\x01\x12\x15\n\rstorage_usage\x18\x04 \x01(\x01\x12+\n\rrunning_tasks\x18\x05 \x03(\x0b\x32\x14.cluster.RunningTask\x12\x11\n\tgpu_usage\x18\x06 \x01(\x01\"\xa4\x01\n\x0bRunningTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rcpu_allocated\x18\x02 \x01(\x01\x12\x18\n\x10memory_allocated\x18\x03 \x01(\x01\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x15\n\rgpu_allocated\x18\x05 \x01(\x01\x12\x11\n\tcpu_usage\x18\x06 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x07 \x01(\x04\"\x1f\n\x0cHeartbeatAck\x12\x0f\n\x07success\x18\x01 \x01(\x08\"\xa3\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64ocker_image\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x0f\n\x07req_cpu\x18\x04 \x01(\x01\x12\x12\n\nreq_memory\x18\x05 \x01(\x01\x12\x13\n\x0breq_storage\x18\x06 \x01(\x01\x12\x0f\n\x07req_gpu\x18\x07 \x01(\x01\x12\x18\n\x10target_worker_id\x18\x08 \x01(\t\"+\n\x07TaskAck\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x92\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0c\n\x04logs\x18\x04 \x01(\t\x12\x17\n\x0fresult_location\x18\x05 \x01(\t\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x16\n\x0elogs_truncated\x18\x07 \x01(\x08\"\'\n\x03\x41\x63k\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x19\n\x06TaskID\x12\x0f\n\x07task_id\x18\x01 \x01(\t2\xa0\x03\n\x0cMasterWorker\x12;\n\x0eRegisterWorker\x12\x13.cluster.WorkerInfo\x1a\x14.cluster.RegisterAck\x12:\n\rSendHeartbeat\x12\x12.cluster.Heartbeat\x1a\x15.cluster.HeartbeatAck\x12\x39\n\x14ReportTaskCompletion\x12\x13.cluster.TaskResult\x1a\x0c.cluster.Ack\x12;\n\x0eMasterRegister\x12\x13.cluster.MasterInfo\x1a\x14.cluster.RegisterAck\x12-\n\nAssignTask\x12\r.cluster.Task\x1a\x10.cluster.TaskAck\x12/\n\nCancelTask\x12\x0f.cluster.TaskID\x1a\x10.cluster.TaskAck\x12?\n\x10StreamHeartbeats\x12\x12.cluster.Heartbeat\x1a\x15.cluster.HeartbeatAck(\x01\x42\x17Z\x15\x63loudai/proto/clusterb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63loudai/proto/cluster.proto\x12\x07\x63luster\"\x9a\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tworker_ip\x18\x02 \x01(\t\x12\x11\n\ttotal_cpu\x18\x03 \x01(\x01\x12\x14\n\x0ctotal_memory\x18\x04 \x01(\x01\x12\x15\n\rtotal_storage\x18\x05 \x01(\x01\x12\x11\n\ttotal_gpu\x18\x06 \x01(\x01\x12\x13\n\x0btask_limits\x18\x07 \x01(\t\"7\n\nMasterInfo\x12\x11\n\tmaster_id\x18\x01 \x01(\t\x12\x16\n\x0emaster_address\x18\x02 \x01(\t\"/\n\x0bRegisterAck\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x9c\x07\n\tHeartbeat\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tcpu_usage\x18\x02 \x01(\x01\x12\x14\n\x0cmemory_usage\x18\x03 \x01(\x01\x12\x15\n\rstorage_usage\x18\x04 \x01(\x01\x12+\n\rrunning_tasks\x18\x05 \x03(\x0b\x32\x14.cluster.RunningTask\x12\x11\n\tgpu_usage\x18\x06 \x01(\x01\x12!\n\x14net_rx_bytes_per_sec\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12!\n\x14net_tx_bytes_per_sec\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12$\n\x17\x64isk_read_bytes_per_sec\x18\t \x01(\x01H\x02\x88\x01\x01\x12%\n\x18\x64isk_write_bytes_per_sec\x18\n \x01(\x01H\x03\x88\x01\x01\x12\x18\n\x0bload_avg_1m\x18\x0b \x01(\x01H\x04\x88\x01\x01\x12\x18\n\x0bload_avg_5m\x18\x0c \x01(\x01H\x05\x88\x01\x01\x12\x19\n\x0cload_avg_15m\x18\r \x01(\x01H\x06\x88\x01\x01\x12\x1e\n\x11memory_used_bytes\x18\x0e \x01(\x04H\x07\x88\x01\x01\x12\x1f\n\x12memory_total_bytes\x18\x0f \x01(\x04H\x08\x88\x01\x01\x12\x1f\n\x12storage_used_bytes\x18\x10 \x01(\x04H\t\x88\x01\x01\x12 \n\x13storage_total_bytes\x18\x11 \x01(\x04H\n\x88\x01\x01\x12\"\n\x15gpu_memory_used_bytes\x18\x12 \x01(\x04H\x0b\x88\x01\x01\x12#\n\x16gpu_memory_total_bytes\x18\x13 \x01(\x04H\x0c\x88\x01\x01\x12 \n\x04gpus\x18\x14 \x03(\x0b\x32\x12.cluster.GpuDeviceB\x17\n\x15_net_rx_bytes_per_secB\x17\n\x15_net_tx_bytes_per_secB\x1a\n\x18_disk_read_bytes_per_secB\x1b\n\x19_disk_write_bytes_per_secB\x0e\n\x0c_load_avg_1mB\x0e\n\x0c_load_avg_5mB\x0f\n\r_load_avg_15mB\x14\n\x12_memory_used_bytesB\x15\n\x13_memory_total_bytesB\x15\n\x13_storage_used_bytesB\x16\n\x14_storage_total_bytesB\x18\n\x16_gpu_memory_used_bytesB\x19\n\x17_gpu_memory_total_bytes\"\xda\x01\n\tGpuDevice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x13\n\x0butilization\x18\x04 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x05 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x06 \x01(\x04\x12\x1a\n\rtemperature_c\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bpower_watts\x18\x08 \x01(\x01H\x01\x88\x01\x01\x42\x10\n\x0e_temperature_cB\x0e\n\x0c_power_watts\"\xa4\x01\n\x0bRunningTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rcpu_allocated\x18\x02 \x01(\x01\x12\x18\n\x10memory_allocated\x18\x03 \x01(\x01\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x15\n\rgpu_allocated\x18\x05 \x01(\x01\x12\x11\n\tcpu_usage\x18\x06 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x07 \x01(\x04\"\x1f\n\x0cHeartbeatAck\x12\x0f\n\x07success\x18\x01 \x01(\x08\"\xd0\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64ocker_image\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x0f\n\x07req_cpu\x18\x04 \x01(\x01\x12\x12\n\nreq_memory\x18\x05 \x01(\x01\x12\x13\n\x0breq_storage\x18\x06 \x01(\x01\x12\x0f\n\x07req_gpu\x18\x07 \x01(\x01\x12\x18\n\x10target_worker_id\x18\x08 \x01(\t\x12\x1a\n\x12time_limit_seconds\x18\t \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\"+\n\x07TaskAck\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb3\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0c\n\x04logs\x18\x04 \x01(\t\x12\x17\n\x0fresult_location\x18\x05 \x01(\t\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x16\n\x0elogs_truncated\x18\x07 \x01(\x08\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\"\'\n\x03\x41\x63k\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x19\n\x06TaskID\x12\x0f\n\x07task_id\x18\x01 \x01(\t2\xa0\x03\n\x0cMasterWorker\x12;\n\x0eRegisterWorker\x12\x13.cluster.WorkerInfo\x1a\x14.cluster.RegisterAck\x12:\n\rSendHeartbeat\x12\x12.cluster.Heartbeat\x1a\x15.cluster.HeartbeatAck\x12\x39\n\x14ReportTaskCompletion\x12\x13.cluster.TaskResult\x1a\x0c.cluster.Ack\x12;\n\x0eMasterRegister\x12\x13.cluster.MasterInfo\x1a\x14.cluster.RegisterAck\x12-\n\nAssignTask\x12\r.cluster.Task\x1a\x10.cluster.TaskAck\x12/\n\nCancelTask\x12\x0f.cluster.TaskID\x1a\x10.cluster.TaskAck\x12?\n\x10StreamHeartbeats\x12\x12.cluster.Heartbeat\x1a\x15.cluster.HeartbeatAck(\x01\x42\x17Z\x15\x63loudai/proto/clusterb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,27 +33,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\025cloudai/proto/cluster'
   _globals['_WORKERINFO']._serialized_start=41
-  _globals['_WORKERINFO']._serialized_end=174
-  _globals['_MASTERINFO']._serialized_start=176
-  _globals['_MASTERINFO']._serialized_end=231
-  _globals['_REGISTERACK']._serialized_start=233
-  _globals['_REGISTERACK']._serialized_end=280
-  _globals['_HEARTBEAT']._serialized_start=283
-  _globals['_HEARTBEAT']._serialized_end=441
-  _globals['_RUNNINGTASK']._serialized_start=444
-  _globals['_RUNNINGTASK']._serialized_end=608
-  _globals['_HEARTBEATACK']._serialized_start=610
-  _globals['_HEARTBEATACK']._serialized_end=641
-  _globals['_TASK']._serialized_start=644
-  _globals['_TASK']._serialized_end=807
-  _globals['_TASKACK']._serialized_start=809
-  _globals['_TASKACK']._serialized_end=852
-  _globals['_TASKRESULT']._serialized_start=855
-  _globals['_TASKRESULT']._serialized_end=1001
-  _globals['_ACK']._serialized_start=1003
-  _globals['_ACK']._serialized_end=1042
-  _globals['_TASKID']._serialized_start=1044
-  _globals['_TASKID']._serialized_end=1069
-  _globals['_MASTERWORKER']._serialized_start=1072
-  _globals['_MASTERWORKER']._serialized_end=1488
+  _globals['_WORKERINFO']._serialized_end=195
+  _globals['_MASTERINFO']._serialized_start=197
+  _globals['_MASTERINFO']._serialized_end=252
+  _globals['_REGISTERACK']._serialized_start=254
+  _globals['_REGISTERACK']._serialized_end=301
+  _globals['_HEARTBEAT']._serialized_start=304
+  _globals['_HEARTBEAT']._serialized_end=1228
+  _globals['_GPUDEVICE']._serialized_start=1231
+  _globals['_GPUDEVICE']._serialized_end=1449
+  _globals['_RUNNINGTASK']._serialized_start=1452
+  _globals['_RUNNINGTASK']._serialized_end=1616
+  _globals['_HEARTBEATACK']._serialized_start=1618
+  _globals['_HEARTBEATACK']._serialized_end=1649
+  _globals['_TASK']._serialized_start=1652
+  _globals['_TASK']._serialized_end=1860
+  _globals['_TASKACK']._serialized_start=1862
+  _globals['_TASKACK']._serialized_end=1905
+  _globals['_TASKRESULT']._serialized_start=1908
+  _globals['_TASKRESULT']._serialized_end=2087
+  _globals['_ACK']._serialized_start=2089
+  _globals['_ACK']._serialized_end=2128
+  _globals['_TASKID']._serialized_start=2130
+  _globals['_TASKID']._serialized_end=2155
+  _globals['_MASTERWORKER']._serialized_start=2158
+  _globals['_MASTERWORKER']._serialized_end=2574
 # @@protoc_insertion_point(module_scope)
