@@ -20,6 +20,8 @@ class TaskSpec:
     req_memory: float = 0.0  # GB (2^30 bytes)
     req_storage: float = 0.0  # GB
     req_gpu: float = 0.0  # GPUs
+    time_limit: float = 0.0  # seconds; 0: no limit
+    attempt: int = 0  # 1 for the first run; 0 from a master that does not retry
 
     @classmethod
     def from_proto(cls, task: pb.Task) -> TaskSpec:
@@ -31,6 +33,8 @@ class TaskSpec:
             req_memory=task.req_memory,
             req_storage=task.req_storage,
             req_gpu=task.req_gpu,
+            time_limit=task.time_limit_seconds,
+            attempt=task.attempt,
         )
 
 
@@ -46,6 +50,7 @@ class TaskOutcome:
     log_tail: bytes  # the last max-log-bytes of stdout+stderr
     dropped_bytes: int = 0  # output dropped before the tail (0: complete)
     detail: str = ""  # e.g. "killed by signal SIGTERM"
+    reason: str = ""  # why it failed, when known: "out of memory" (TaskResult.reason)
 
 
 class RuntimeStartError(RuntimeError):
