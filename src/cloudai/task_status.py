@@ -16,6 +16,7 @@ class TaskStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"  # the worker refused it, or could not be reached
     LOST = "lost"  # accepted, but no longer anywhere: never ran, or vanished without a result
+    TIMED_OUT = "timed_out"  # stopped by its worker when it ran past its time limit
 
     @property
     def finished(self) -> bool:
@@ -38,6 +39,7 @@ TERMINAL_STATUSES = frozenset(
         TaskStatus.CANCELLED,
         TaskStatus.REJECTED,
         TaskStatus.LOST,
+        TaskStatus.TIMED_OUT,
     }
 )
 RESULT_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.CANCELLED})

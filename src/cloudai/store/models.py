@@ -42,6 +42,7 @@ class WorkerRecord:
     registered_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
     cert_fingerprint: str | None = None  # SHA-256 (hex) of the certificate it joined with
+    task_limits: str = ""  # "cgroup-v2", "cgroup-v1", "accounted"; "": not said
 
 
 @dataclass(slots=True)
@@ -61,6 +62,25 @@ class TaskRecord:
     submitted_at: datetime = field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    time_limit: float = 0.0  # seconds; 0: no limit
+    max_retries: int = 0  # runs after the first one, on failure or loss
+    attempt: int = 1  # the current attempt (1: the first run)
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """One finished run of a task that was, or could have been, retried."""
+
+    task_id: str
+    attempt: int
+    worker_id: str
+    status: str  # one of TERMINAL_TASK_STATUSES
+    finished_at: datetime = field(default_factory=utcnow)
+    message: str = ""
+    exit_code: int | None = None
+    logs: str = ""
+    logs_truncated: bool = False
+    started_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -87,3 +107,5 @@ class ResultRecord:
     exit_code: int | None = None
     result_location: str = ""
     received_at: datetime = field(default_factory=utcnow)
+    reason: str = ""  # why a failed task ended, when its worker knows ("timed out")
+    attempt: int = 1

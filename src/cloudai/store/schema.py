@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from cloudai.security.tokens import Scope
-from cloudai.store.models import RESULT_STATUSES, TASK_STATUSES
+from cloudai.store.models import RESULT_STATUSES, TASK_STATUSES, TERMINAL_TASK_STATUSES
 
 ID_LENGTH = 128
 STATUS_LENGTH = 16
@@ -100,6 +100,9 @@ workers = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # SHA-256 (hex) of the certificate the worker got when it joined; None: never joined.
     Column("cert_fingerprint", String(FINGERPRINT_LENGTH), nullable=True),
+    # How the worker holds process tasks to their requests: "cgroup-v2", "cgroup-v1",
+    # "accounted"; "" when it did not say (a Go worker).
+    Column("task_limits", String(STATUS_LENGTH), nullable=False, server_default=""),
 )
 
 tasks = Table(
@@ -119,6 +122,9 @@ tasks = Table(
     Column("submitted_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
+    Column("time_limit", Float, nullable=False, server_default="0"),  # seconds; 0: none
+    Column("max_retries", Integer, nullable=False, server_default="0"),
+    Column("attempt", Integer, nullable=False, server_default="1"),  # the current one
     CheckConstraint(f"status IN ({_in(TASK_STATUSES)})", name="status"),
     Index("ix_tasks_status", "status"),
     Index("ix_tasks_target_worker_id", "target_worker_id"),
@@ -158,7 +164,30 @@ results = Table(
     Column("exit_code", Integer, nullable=True),
     Column("result_location", Text, nullable=False, server_default=""),
     Column("received_at", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("attempt", Integer, nullable=False, server_default="1"),
     CheckConstraint(f"status IN ({_in(RESULT_STATUSES)})", name="status"),
+)
+
+task_attempts = Table(
+    "task_attempts",
+    metadata,
+    Column(
+        "task_id",
+        String(ID_LENGTH),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("attempt", Integer, primary_key=True),
+    Column("worker_id", String(ID_LENGTH), nullable=False),
+    Column("status", String(STATUS_LENGTH), nullable=False),
+    Column("message", Text, nullable=False, server_default=""),
+    Column("exit_code", Integer, nullable=True),
+    Column("logs", Text, nullable=False, server_default=""),
+    Column("logs_truncated", Boolean, nullable=False, server_default=false()),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=False),
+    CheckConstraint(f"status IN ({_in(TERMINAL_TASK_STATUSES)})", name="status"),
 )
 
 join_tokens = Table(
