@@ -195,3 +195,29 @@ class TaskID(_message.Message):
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class TaskOutput(_message.Message):
+    __slots__ = ("task_id", "worker_id", "attempt", "offset", "data", "final")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    worker_id: str
+    attempt: int
+    offset: int
+    data: bytes
+    final: bool
+    def __init__(self, task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class TaskOutputAck(_message.Message):
+    __slots__ = ("success", "message", "next_offset")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    message: str
+    next_offset: int
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., next_offset: _Optional[int] = ...) -> None: ...

@@ -69,6 +69,11 @@ class MasterWorkerStub:
                 request_serializer=cloudai_dot_proto_dot_cluster__pb2.Heartbeat.SerializeToString,
                 response_deserializer=cloudai_dot_proto_dot_cluster__pb2.HeartbeatAck.FromString,
                 _registered_method=True)
+        self.AppendTaskOutput = channel.unary_unary(
+                '/cluster.MasterWorker/AppendTaskOutput',
+                request_serializer=cloudai_dot_proto_dot_cluster__pb2.TaskOutput.SerializeToString,
+                response_deserializer=cloudai_dot_proto_dot_cluster__pb2.TaskOutputAck.FromString,
+                _registered_method=True)
 
 
 class MasterWorkerServicer:
@@ -120,6 +125,15 @@ class MasterWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendTaskOutput(self, request, context):
+        """EXTENSION (worker -> master): a running task's output, in order, while it runs.
+        The answer says how much of the output the master holds, so a worker resends
+        from there after a failure (appends are idempotent by offset).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +171,11 @@ def add_MasterWorkerServicer_to_server(servicer, server):
                     servicer.StreamHeartbeats,
                     request_deserializer=cloudai_dot_proto_dot_cluster__pb2.Heartbeat.FromString,
                     response_serializer=cloudai_dot_proto_dot_cluster__pb2.HeartbeatAck.SerializeToString,
+            ),
+            'AppendTaskOutput': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendTaskOutput,
+                    request_deserializer=cloudai_dot_proto_dot_cluster__pb2.TaskOutput.FromString,
+                    response_serializer=cloudai_dot_proto_dot_cluster__pb2.TaskOutputAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +367,33 @@ class MasterWorker:
             '/cluster.MasterWorker/StreamHeartbeats',
             cloudai_dot_proto_dot_cluster__pb2.Heartbeat.SerializeToString,
             cloudai_dot_proto_dot_cluster__pb2.HeartbeatAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendTaskOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cluster.MasterWorker/AppendTaskOutput',
+            cloudai_dot_proto_dot_cluster__pb2.TaskOutput.SerializeToString,
+            cloudai_dot_proto_dot_cluster__pb2.TaskOutputAck.FromString,
             options,
             channel_credentials,
             insecure,
