@@ -1,4 +1,5 @@
-"""The Docker runtime's logic against a fake client; a live test when an engine answers."""
+"""The Docker runtime's logic against a fake client (the real engine:
+tests/integration/worker/test_docker_engine.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cloudai.worker.runtimes.docker import (
     DockerRuntime,
     container_name,
     container_options,
+    engine_error,
     memory_in_use,
 )
 from cloudai.worker.settings import GIB
@@ -29,7 +31,18 @@ class FakeContainer:
         self.finished = threading.Event()
         self.stop_calls: list[int] = []
         self.removed = False
+        self.started = False
         self.stats_answers: list[dict[str, Any]] = []
+        self.attrs: dict[str, Any] = {"State": {"OOMKilled": False}, "HostConfig": {"Memory": 0}}
+        self.start_error: Exception | None = None
+
+    def start(self) -> None:
+        if self.start_error is not None:
+            raise self.start_error
+        self.started = True
+
+    def reload(self) -> None:
+        return None
 
     def logs(self, **kwargs: Any) -> Iterator[bytes]:
         assert kwargs == {"stream": True, "follow": True, "stdout": True, "stderr": True}
@@ -62,7 +75,7 @@ class FakeContainers:
         self.error = error
         self.calls: list[dict[str, Any]] = []
 
-    def run(self, **kwargs: Any) -> FakeContainer:
+    def create(self, **kwargs: Any) -> FakeContainer:
         self.calls.append(kwargs)
         if self.error is not None:
             raise self.error
@@ -107,9 +120,65 @@ async def test_refuses_an_image_when_no_engine_is_reachable() -> None:
 
     runtime = DockerRuntime("w1", 1024, no_engine)
     message = await runtime.refusal(image_spec())
-    assert message is not None
-    assert "'alpine:3'" in message and "no Docker engine is reachable" in message
-    assert "docker.sock" in message
+    assert message == (
+        "task 't1' needs Docker image 'alpine:3': no Docker engine is reachable at"
+        " unix:///var/run/docker.sock: no such socket (is dockerd running?)"
+    )
+
+
+async def test_an_unreachable_engine_is_one_line_naming_docker_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import docker.errors
+    import requests
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/no-such.sock")
+    wrapped = requests.exceptions.ConnectionError(
+        ("Connection aborted.", FileNotFoundError(2, "No such file or directory"))
+    )
+
+    def no_engine() -> Any:
+        try:
+            raise wrapped
+        except requests.exceptions.ConnectionError as exc:
+            message = f"Error while fetching server API version: {exc}"
+            raise docker.errors.DockerException(message) from exc
+
+    message = await DockerRuntime("w1", 1024, no_engine).refusal(image_spec())
+    assert message is not None and "\n" not in message and "FileNotFoundError" not in message
+    assert message.endswith(
+        "no Docker engine is reachable at unix:///tmp/no-such.sock: no such socket"
+        " (is dockerd running?)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (PermissionError(13, "Permission denied"), "permission denied"),
+        (TimeoutError("timed out"), "no answer in time"),
+        (OSError(113, "No route to host"), "No route to host"),
+    ],
+)
+def test_engine_errors_are_one_line(
+    error: Exception, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    outer = RuntimeError(("Connection aborted.", error))
+    assert engine_error(outer) == (
+        f"no Docker engine is reachable at unix:///var/run/docker.sock: {words}"
+        + (" (is dockerd running?)" if words == "connection refused" else "")
+        + (" (the worker's user needs access to the engine's socket)" if "perm" in words else "")
+    )
+
+
+def test_engine_api_errors_give_the_engines_explanation() -> None:
+    import docker.errors
+
+    exc = docker.errors.APIError("500 Server Error", explanation="Minimum memory limit\n is 6MB")
+    assert engine_error(exc) == "Minimum memory limit is 6MB"
+    assert engine_error(ValueError("x" * 400)).endswith("...")
 
 
 async def test_refuses_when_the_engine_does_not_answer_ping() -> None:
@@ -149,11 +218,12 @@ def test_container_options_apply_limits_and_command(tmp_path: Path) -> None:
         {"CLOUDAI_TASK_ID": "job:1@x"},
     )
     assert options["image"] == "alpine:3"
-    assert options["command"] == ["/bin/sh", "-c", "echo hi"]
+    assert options["entrypoint"] == ["/bin/sh", "-c"]
+    assert options["command"] == ["exec 2>&1\necho hi"]  # stderr on stdout's pipe
     assert options["nano_cpus"] == 1_500_000_000
-    assert options["mem_limit"] == GIB // 2
+    assert options["mem_limit"] == options["memswap_limit"] == GIB // 2  # no swap on top
     assert options["device_requests"][0]["Count"] == 1
-    assert options["detach"] is True
+    assert options["init"] is True
     assert options["name"] == "cloudai-node-1-job_1_x"
     assert options["labels"] == {"cloudai.task_id": "job:1@x", "cloudai.worker_id": "node-1"}
     assert options["volumes"] == {str(tmp_path): {"bind": CONTAINER_TASK_DIR, "mode": "rw"}}
@@ -163,7 +233,28 @@ def test_container_options_apply_limits_and_command(tmp_path: Path) -> None:
 def test_container_options_without_requests_or_command(tmp_path: Path) -> None:
     options = container_options(image_spec(command=""), "w", tmp_path, {})
     assert options["command"] is None  # the image's own command
-    assert not {"nano_cpus", "mem_limit", "device_requests"} & options.keys()
+    assert not {"nano_cpus", "mem_limit", "device_requests", "entrypoint"} & options.keys()
+
+
+def test_a_go_masters_docker_run_line_runs_the_image_itself(tmp_path: Path) -> None:
+    line = "docker run --rm --cpus=0.5 --memory=64m alpine:3"
+    options = container_options(image_spec(command=line), "w", tmp_path, {})
+    assert options["command"] is None and "entrypoint" not in options  # the image's own
+    assert (options["nano_cpus"], options["mem_limit"]) == (500_000_000, 64 << 20)
+    # the request fields win over the line's flags
+    spec = image_spec(command=line, req_cpu=2, req_memory=0.25)
+    options = container_options(spec, "w", tmp_path, {})
+    assert (options["nano_cpus"], options["mem_limit"]) == (2_000_000_000, GIB // 4)
+    # words after the image are the container's command, as with docker run
+    spec = image_spec(command="docker run --rm alpine:3 echo hi")
+    assert container_options(spec, "w", tmp_path, {})["command"] == ["echo", "hi"]
+
+
+def test_a_docker_run_line_for_another_image_is_an_ordinary_command(tmp_path: Path) -> None:
+    spec = image_spec(command="docker run --rm ubuntu:22.04")
+    options = container_options(spec, "w", tmp_path, {})
+    assert options["entrypoint"] == ["/bin/sh", "-c"]
+    assert options["command"] == ["exec 2>&1\ndocker run --rm ubuntu:22.04"]
 
 
 def test_container_name_is_valid() -> None:
@@ -182,6 +273,7 @@ async def test_runs_a_container_collects_logs_and_removes_it(tmp_path: Path) -> 
     runtime = DockerRuntime("w1", 1024, lambda: client)
     handle = await runtime.start(image_spec(req_cpu=2), tmp_path / "t1", {"A": "1"})
     assert client.containers.calls[0]["nano_cpus"] == 2_000_000_000
+    assert container.started
     container.finished.set()
     outcome = await asyncio.wait_for(handle.wait(), 10)
     assert (outcome.exit_code, outcome.log_tail, outcome.dropped_bytes) == (
@@ -223,6 +315,45 @@ async def test_start_failure_is_a_clear_error(tmp_path: Path) -> None:
         await runtime.start(image_spec(docker_image="nosuchimage"), tmp_path, {})
 
 
+async def test_a_missing_image_is_not_pulled(tmp_path: Path) -> None:
+    import docker.errors
+
+    client = FakeClient()
+    client.containers.error = docker.errors.ImageNotFound("No such image: nosuch:1")
+    runtime = DockerRuntime("w1", 1024, lambda: client)
+    with pytest.raises(RuntimeStartError) as caught:
+        await runtime.start(image_spec(docker_image="nosuch:1"), tmp_path, {})
+    assert str(caught.value) == (
+        "image 'nosuch:1' is not on worker w1's Docker engine, and workers do not pull"
+        " images: load it there first (docker pull or docker load)"
+    )
+
+
+async def test_a_container_that_cannot_start_is_removed(tmp_path: Path) -> None:
+    import docker.errors
+
+    container = FakeContainer([])
+    container.start_error = docker.errors.APIError(
+        "400", explanation='exec: "/bin/sh": stat /bin/sh: no such file or directory'
+    )
+    runtime = DockerRuntime("w1", 1024, lambda: FakeClient(container))
+    with pytest.raises(RuntimeStartError, match=r"^cannot run image 'alpine:3': exec: "):
+        await runtime.start(image_spec(), tmp_path, {})
+    assert container.removed
+
+
+async def test_an_oom_killed_container_ends_out_of_memory(tmp_path: Path) -> None:
+    container = FakeContainer([b"allocating\n"], exit_code=137)
+    container.attrs = {"State": {"OOMKilled": True}, "HostConfig": {"Memory": 16 << 20}}
+    runtime = DockerRuntime("w1", 1024, lambda: FakeClient(container))
+    handle = await runtime.start(image_spec(req_memory=1 / 64), tmp_path, {})
+    container.finished.set()
+    outcome = await asyncio.wait_for(handle.wait(), 10)
+    assert (outcome.exit_code, outcome.reason) == (137, "out of memory")
+    assert outcome.detail == "killed by the OOM killer at its memory limit of 16 MiB"
+    assert container.removed
+
+
 async def test_usage_from_container_stats(tmp_path: Path) -> None:
     container = FakeContainer([])
     clock = Clock()
@@ -239,26 +370,3 @@ async def test_usage_from_container_stats(tmp_path: Path) -> None:
     assert (second.cpu_percent, second.memory_bytes) == (150.0, 7)  # 3 s of CPU in 2 s
     container.finished.set()
     await handle.wait()
-
-
-def _engine_reachable() -> bool:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=3)
-        client.ping()
-        client.close()
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _engine_reachable(), reason="no Docker engine reachable")
-async def test_live_container(tmp_path: Path) -> None:  # pragma: no cover - needs an engine
-    runtime = DockerRuntime("unit-test", 1024 * 1024)
-    spec = TaskSpec(task_id="live-1", docker_image="alpine:3", command="echo live; exit 4")
-    assert await runtime.refusal(spec) is None
-    handle = await runtime.start(spec, tmp_path, {})
-    outcome = await asyncio.wait_for(handle.wait(), 120)
-    assert outcome.exit_code == 4 and b"live" in outcome.log_tail
-    await runtime.close()
