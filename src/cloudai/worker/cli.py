@@ -12,7 +12,7 @@ from cloudai.addresses import parse_port, split_host_port
 from cloudai.loop import event_loop_factory
 from cloudai.validation import InvalidMessage, check_id
 from cloudai.worker.node import WorkerNode, WorkerStartError
-from cloudai.worker.settings import DEFAULT_WORKER_PORT, WorkerSettings
+from cloudai.worker.settings import DEFAULT_WORKER_PORT, MIB, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f"(default {_default('kill_grace'):g})",
     )
     p.add_argument("--no-docker", action="store_true", help="refuse tasks with a docker_image")
+    p.add_argument(
+        "--task-limits",
+        choices=("auto", "accounted"),
+        help="hold process tasks to their req_cpu/req_memory with the kernel's cgroups when"
+        " possible (auto, the default), or only account for them (env CLOUDAI_TASK_LIMITS)",
+    )
+    p.add_argument(
+        "--task-output-max-mib",
+        type=float,
+        metavar="MIB",
+        help="stream each task run's output to the master live, keeping up to MIB MiB of "
+        "it on disk until the master has it (default 64; 0: do not stream)",
+    )
     p.add_argument("--ready-file", type=Path, help="write {worker_id, address, port, pid} here")
     p.set_defaults(func=run)
 
@@ -134,6 +147,10 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         drain_timeout=args.drain_timeout,
         kill_grace=args.kill_grace,
         docker_enabled=False if args.no_docker else None,
+        task_limits=args.task_limits,
+        task_output_max_bytes=None
+        if getattr(args, "task_output_max_mib", None) is None
+        else int(args.task_output_max_mib * MIB),
     )
     return settings
 

@@ -82,4 +82,11 @@ def interrupted_result(
         result_location=str(task_dir),
         exit_code=INTERRUPTED_EXIT_CODE,
         logs_truncated=truncated,
+        attempt=_attempt(marker),
     )
+
+
+def _attempt(marker: dict[str, Any]) -> int:
+    """Task.attempt as the marker kept it (0 in markers of an earlier version)."""
+    value = marker.get("attempt", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

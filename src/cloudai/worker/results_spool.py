@@ -78,6 +78,22 @@ class ResultSpool:
     def contains(self, task_id: str) -> bool:
         return task_id in self._in_memory or self._path(task_id).exists()
 
+    def attempt(self, task_id: str) -> int | None:
+        """The attempt of the task's stored result (0 from a master that does not count
+        attempts); None when none is stored."""
+        with self._lock:
+            return self._attempt(task_id)
+
+    def _attempt(self, task_id: str) -> int | None:
+        if task_id in self._in_memory:
+            return self._in_memory[task_id].attempt
+        try:
+            return pb.TaskResult.FromString(self._path(task_id).read_bytes()).attempt
+        except FileNotFoundError:
+            return None
+        except DecodeError:
+            return 0
+
     def pending(self) -> list[pb.TaskResult]:
         """Every stored result, oldest first."""
         with self._lock:
@@ -100,9 +116,12 @@ class ResultSpool:
             results.extend(r for t, r in self._in_memory.items() if t not in on_disk)
             return results
 
-    def remove(self, task_id: str) -> None:
-        """The master acknowledged the result: forget it."""
+    def remove(self, task_id: str, attempt: int | None = None) -> None:
+        """The master acknowledged the result: forget it. ``attempt``: only if the stored
+        result is of that attempt (a later run of the task may have replaced it)."""
         with self._lock:
+            if attempt is not None and self._attempt(task_id) not in (None, attempt):
+                return
             self._in_memory.pop(task_id, None)
             self._path(task_id).unlink(missing_ok=True)
             _fsync_dir(self.directory)

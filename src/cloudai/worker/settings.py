@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -57,8 +57,14 @@ class WorkerSettings(CloudAISettings):
     keepalive_timeout: float = 10.0
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_log_bytes: int = MIB
+    # Live task output (docs/TASK_OUTPUT.md): each run's output is kept on disk, up to
+    # this many bytes, until the master holds it; 0: do not stream output.
+    task_output_max_bytes: int = Field(64 * MIB, ge=0)
     use_stream: bool = True  # StreamHeartbeats when the master offers it
     docker_enabled: bool = True  # use a reachable Docker engine for tasks with an image
+    # How process tasks are held to req_cpu/req_memory: "auto" (the kernel's cgroups when
+    # they are writable, else accounted) or "accounted" (counted, never enforced).
+    task_limits: Literal["auto", "accounted"] = "auto"
     shutdown_grace: float = 3.0  # in-flight RPCs when the gRPC server stops
 
     @model_validator(mode="after")

@@ -4,6 +4,11 @@ Accepting is quick (checks, reservation of the requested resources, a background
 asyncio task); the AssignTask handler acknowledges at once. A finished task's
 pb.TaskResult is written to the result spool *before* the task leaves the running
 list and before anyone tries to deliver it (see results_spool.py).
+
+Time limits are the TaskManager's, so they hold for every runtime: a task with
+``time_limit_seconds`` > 0 that has run that long (counted from the moment its runtime
+started it) is cancelled like any other (SIGTERM, SIGKILL after the grace period) and
+reported as a "failure" with reason "timed out".
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from cloudai.proto import pb
 from cloudai.validation import InvalidMessage, check_id
+from cloudai.worker.output_stream import OutputStreams
 from cloudai.worker.recovery import (
     find_interrupted,
     interrupted_result,
@@ -44,6 +50,7 @@ _EPSILON = 1e-9
 START_FAILED_EXIT_CODE = -1
 
 SUCCESS, FAILURE, CANCELLED = "success", "failure", "cancelled"
+TIMED_OUT = "timed out"  # TaskResult.reason of a task stopped at its time limit
 
 
 @dataclass(slots=True)
@@ -57,6 +64,8 @@ class RunningEntry:
     usage: TaskUsage = field(default_factory=TaskUsage)
     cancel_reason: str | None = None
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    started_at: float | None = None  # time.monotonic() when the runtime started it
+    timed_out: bool = False
 
 
 def _amount(value: float, unit: str) -> str:
@@ -77,6 +86,7 @@ class TaskManager:
         max_log_bytes: int = 1024 * 1024,
         storage_free_gb: Callable[[], float] | None = None,
         on_result: Callable[[pb.TaskResult], None] | None = None,
+        output: OutputStreams | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.totals = totals
@@ -88,6 +98,7 @@ class TaskManager:
         self.max_log_bytes = max_log_bytes
         self._storage_free_gb = storage_free_gb
         self._on_result = on_result
+        self._output = output  # live output to the master (docs/TASK_OUTPUT.md)
         self._entries: dict[str, RunningEntry] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.accepting = True
@@ -153,14 +164,17 @@ class TaskManager:
             )
         if task.task_id in self._entries:
             return f"task {task.task_id!r} is already running on worker {self.worker_id}"
-        if self.spool.contains(task.task_id):
+        spooled = self.spool.attempt(task.task_id)
+        if spooled is not None and (task.attempt == 0 or spooled >= task.attempt):
+            # A result of an earlier attempt may still wait for delivery: the master
+            # moved on (it ignores that result), so the next attempt may run.
             return (
                 f"task {task.task_id!r} already ran on worker {self.worker_id};"
                 " its result is waiting for delivery"
             )
         if not task.docker_image.strip() and not task.command.strip():
             return f"task {task.task_id!r} has neither docker_image nor command: nothing to run"
-        for name in ("req_cpu", "req_memory", "req_storage", "req_gpu"):
+        for name in ("req_cpu", "req_memory", "req_storage", "req_gpu", "time_limit_seconds"):
             value = getattr(task, name)
             if not math.isfinite(value) or value < 0:
                 return f"task {task.task_id!r}: {name} must be a finite number >= 0, got {value!r}"
@@ -209,6 +223,7 @@ class TaskManager:
             "command": spec.command,
             "docker_image": spec.docker_image,
             "accepted_at": entry.accepted_at,
+            "attempt": spec.attempt,
         }
         if entry.handle is not None:
             marker.update(entry.handle.identity())
@@ -226,6 +241,8 @@ class TaskManager:
         try:
             outcome: TaskOutcome | None = None
             start_error = ""
+            if self._output is not None:
+                self._output.begin(spec, entry.task_dir)
             if not entry.cancel_requested.is_set():
                 try:
                     entry.handle = await entry.runtime.start(spec, entry.task_dir, self._env(entry))
@@ -237,17 +254,20 @@ class TaskManager:
                     )
                     start_error = f"{type(exc).__name__}: {exc}"
             if entry.handle is not None:
+                entry.started_at = time.monotonic()
                 with contextlib.suppress(OSError):  # only needed after a crash
                     await asyncio.to_thread(write_marker, entry.task_dir, self._marker(entry))
                 if entry.cancel_requested.is_set():
                     self._spawn(entry.handle.cancel(self.kill_grace))
-                outcome = await entry.handle.wait()
+                outcome = await self._wait_within_limit(entry, entry.handle)
             result = self._result(entry, outcome, start_error)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never lose the result of a task to a bug here
             log.exception("task %s: unexpected error", spec.task_id)
             result = self._result(entry, None, f"worker error: {type(exc).__name__}: {exc}")
+        if self._output is not None:
+            self._output.end(spec)  # the rest of the output, before the result
         await asyncio.to_thread(self.spool.put, result)
         with contextlib.suppress(OSError):
             await asyncio.to_thread(remove_marker, entry.task_dir)
@@ -259,10 +279,31 @@ class TaskManager:
         if self._on_result is not None:
             self._on_result(result)
 
+    async def _wait_within_limit(self, entry: RunningEntry, handle: TaskHandle) -> TaskOutcome:
+        """The task's outcome; stops it first if it reaches its time limit."""
+        limit = entry.spec.time_limit
+        if limit <= 0 or entry.started_at is None:
+            return await handle.wait()
+        waiter = asyncio.ensure_future(handle.wait())
+        try:
+            remaining = limit - (time.monotonic() - entry.started_at)
+            done, _ = await asyncio.wait({waiter}, timeout=max(0.0, remaining))
+            if not done and not entry.cancel_requested.is_set():
+                entry.timed_out = True
+                log.info(
+                    "task %s reached its time limit of %g s; stopping it", entry.spec.task_id, limit
+                )
+                self._spawn(handle.cancel(self.kill_grace))
+            return await waiter
+        finally:
+            if not waiter.done():  # we were cancelled
+                waiter.cancel()
+
     def _result(
         self, entry: RunningEntry, outcome: TaskOutcome | None, start_error: str
     ) -> pb.TaskResult:
-        cancelled = entry.cancel_requested.is_set()
+        cancelled = entry.cancel_requested.is_set() and not entry.timed_out
+        reason = ""
         if outcome is None:
             exit_code = START_FAILED_EXIT_CODE
             if cancelled and not start_error:
@@ -275,12 +316,18 @@ class TaskManager:
             footer = f"exit code {exit_code}"
             if outcome.detail and outcome.detail != footer:
                 footer += f" ({outcome.detail})"
-            if cancelled:
+            if entry.timed_out:
+                reason = TIMED_OUT
+                footer = f"timed out after {entry.spec.time_limit:g} s; {footer}"
+            elif cancelled:
                 footer = f"cancelled ({entry.cancel_reason}); {footer}"
+            elif exit_code != 0 and outcome.reason:
+                reason = outcome.reason
+                footer = f"{reason}: {footer}"
             tail, dropped = outcome.log_tail, outcome.dropped_bytes
         if cancelled:
             status = CANCELLED
-        elif outcome is not None and exit_code == 0:
+        elif outcome is not None and exit_code == 0 and not entry.timed_out:
             status = SUCCESS
         else:
             status = FAILURE
@@ -293,6 +340,8 @@ class TaskManager:
             result_location=str(entry.task_dir),
             exit_code=exit_code,
             logs_truncated=truncated,
+            reason=reason,
+            attempt=entry.spec.attempt,
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

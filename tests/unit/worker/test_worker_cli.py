@@ -131,3 +131,13 @@ def test_a_secure_worker_that_never_joined_says_how(tmp_path: Path) -> None:
         done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+def test_task_limits_flag_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli.settings_from_args(parse()).task_limits == "auto"
+    assert cli.settings_from_args(parse("--task-limits", "accounted")).task_limits == "accounted"
+    monkeypatch.setenv("CLOUDAI_TASK_LIMITS", "accounted")
+    assert cli.settings_from_args(parse()).task_limits == "accounted"
+    assert cli.settings_from_args(parse("--task-limits", "auto")).task_limits == "auto"
+    with pytest.raises(SystemExit):
+        parse("--task-limits", "enforced")

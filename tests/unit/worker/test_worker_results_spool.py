@@ -77,3 +77,41 @@ def test_disk_failure_keeps_the_result_in_memory(
     assert spool.contains("t1") and len(spool) == 1
     spool.remove("t1")
     assert spool.pending() == []
+
+
+def test_reason_and_attempt_survive_a_restart(tmp_path: Path) -> None:
+    timed_out = pb.TaskResult(
+        task_id="t1", worker_id="w1", status="failure", exit_code=143, reason="timed out", attempt=2
+    )
+    ResultSpool(tmp_path).put(timed_out)
+    (again,) = ResultSpool(tmp_path).pending()
+    assert (again.reason, again.attempt) == ("timed out", 2)
+    assert again == timed_out
+
+
+def test_results_spooled_by_the_previous_version_are_still_read(tmp_path: Path) -> None:
+    # The bytes a worker without reason/attempt wrote (a failure, exit code 2).
+    old = "0a027431120277311a076661696c7572652205626f6f6d0a2a0b2f772f7461736b732f74313002"
+    (tmp_path / "t1.result").write_bytes(bytes.fromhex(old))
+    (result,) = ResultSpool(tmp_path).pending()
+    assert (result.task_id, result.status, result.logs, result.exit_code) == (
+        "t1",
+        "failure",
+        "boom\n",
+        2,
+    )
+    assert (result.reason, result.attempt) == ("", 0)
+
+
+def test_an_ack_of_an_earlier_attempt_keeps_the_later_result(tmp_path: Path) -> None:
+    """Attempt 2 of a task ran while attempt 1's result was still being delivered: the
+    late ack of attempt 1 must not drop attempt 2's result."""
+    spool = ResultSpool(tmp_path)
+    assert spool.attempt("t1") is None
+    spool.put(pb.TaskResult(task_id="t1", worker_id="w1", status="failure", attempt=1))
+    assert spool.attempt("t1") == 1
+    spool.put(pb.TaskResult(task_id="t1", worker_id="w1", status="success", attempt=2))
+    spool.remove("t1", attempt=1)  # the ack of attempt 1
+    assert spool.attempt("t1") == 2 and len(spool) == 1
+    spool.remove("t1", attempt=2)
+    assert spool.attempt("t1") is None and len(spool) == 0

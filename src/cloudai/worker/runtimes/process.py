@@ -9,6 +9,11 @@ group are stopped the same way: a finished task leaves nothing behind.
 
 Usage is measured over the process tree with psutil: CPU seconds (including reaped
 children) per wall-clock second, and the sum of resident set sizes.
+
+With cgroup limits (``cloudai.worker.cgroups``), each task runs in its own cgroup, joined
+by a wrapper before the task's code runs; the kernel enforces ``req_cpu`` and
+``req_memory``. When the task ends, whatever is left in its cgroup is killed and the
+cgroup removed; a task the OOM killer hit ends with reason "out of memory".
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from cloudai.worker.cgroups import CgroupLimits, TaskCgroup, format_bytes, joining_argv
 from cloudai.worker.runtimes.base import (
     Runtime,
     RuntimeStartError,
@@ -124,9 +130,38 @@ def exit_code_of(returncode: int) -> tuple[int, str]:
     return returncode, f"exit code {returncode}"
 
 
+OUT_OF_MEMORY = "out of memory"
+
+
+def oom_outcome(
+    code: int, detail: str, oom_kills: int | None, hit_limit: bool, limit: int
+) -> tuple[str, str]:
+    """(detail, reason) of a task in a memory-limited cgroup: "out of memory" when the
+    kernel killed a process of it for the limit and the task failed."""
+    killed_by_oom = bool(oom_kills) or (
+        oom_kills is None and hit_limit and code == 128 + signal.SIGKILL
+    )
+    if not killed_by_oom:
+        return detail, ""
+    note = (
+        "the kernel killed a process of the task for exceeding the task's memory limit"
+        f" of {format_bytes(limit)}"
+    )
+    # "exit code N" is the shell's own status, which the footer already says
+    detail = note if detail.startswith("exit code") else f"{detail}; {note}"
+    return detail, OUT_OF_MEMORY if code != 0 else ""
+
+
 class ProcessHandle(TaskHandle):
-    def __init__(self, proc: asyncio.subprocess.Process, output: BoundedLog, grace: float) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        output: BoundedLog,
+        grace: float,
+        cgroup: TaskCgroup | None = None,
+    ) -> None:
         self._proc = proc
+        self.cgroup = cgroup
         self.pid = proc.pid
         self._output = output
         self._grace = grace
@@ -164,6 +199,8 @@ class ProcessHandle(TaskHandle):
     def _signal(self, sig: signal.Signals, procs: list[psutil.Process]) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)  # the group: pgid == pid of the session leader
+        if self.cgroup is not None:  # also what left the group and the tree
+            self.cgroup.signal_all(sig)
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)  # psutil checks the pid was not reused
@@ -210,10 +247,20 @@ class ProcessHandle(TaskHandle):
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        code, detail = exit_code_of(returncode)
+        reason = ""
+        if self.cgroup is not None:
+            cgroup = self.cgroup
+            if cgroup.memory_limit:
+                oom_kills = await asyncio.to_thread(cgroup.oom_kills)
+                hit_limit = await asyncio.to_thread(cgroup.hit_memory_limit)
+                detail, reason = oom_outcome(
+                    code, detail, oom_kills, hit_limit, cgroup.memory_limit
+                )
+            await asyncio.to_thread(cgroup.remove)
         tail, dropped = self._output.tail()
         self._output.close()
-        code, detail = exit_code_of(returncode)
-        self._outcome = TaskOutcome(code, tail, dropped, detail)
+        self._outcome = TaskOutcome(code, tail, dropped, detail, reason)
         return self._outcome
 
     def identity(self) -> dict[str, Any]:
@@ -241,10 +288,17 @@ class ProcessHandle(TaskHandle):
 class ProcessRuntime(Runtime):
     name = "process"
 
-    def __init__(self, max_log_bytes: int, kill_grace: float = 5.0, shell: str = "/bin/sh") -> None:
+    def __init__(
+        self,
+        max_log_bytes: int,
+        kill_grace: float = 5.0,
+        shell: str = "/bin/sh",
+        limits: CgroupLimits | None = None,
+    ) -> None:
         self.max_log_bytes = max_log_bytes
         self.kill_grace = kill_grace
         self.shell = shell
+        self.limits = limits  # None: requests are accounted, not enforced
 
     async def refusal(self, spec: TaskSpec) -> str | None:
         if not spec.command.strip():
@@ -259,12 +313,22 @@ class ProcessRuntime(Runtime):
 
     async def start(self, spec: TaskSpec, task_dir: Path, env: Mapping[str, str]) -> TaskHandle:
         await asyncio.to_thread(task_dir.mkdir, parents=True, exist_ok=True)
+        argv = [self.shell, "-c", spec.command]
+        cgroup: TaskCgroup | None = None
+        if self.limits is not None:
+            try:
+                cgroup = await asyncio.to_thread(
+                    self.limits.create, spec.task_id, spec.attempt, spec.req_cpu, spec.req_memory
+                )
+            except OSError as exc:
+                raise RuntimeStartError(
+                    f"cannot create the task's cgroup: {exc.strerror or exc}"
+                ) from exc
+            argv = joining_argv(self.shell, cgroup.procs_files, argv)
         output = BoundedLog(task_dir / "output.log", self.max_log_bytes)
         try:
             proc = await asyncio.create_subprocess_exec(
-                self.shell,
-                "-c",
-                spec.command,
+                *argv,
                 cwd=task_dir,
                 env={**os.environ, **env},
                 stdin=asyncio.subprocess.DEVNULL,
@@ -275,5 +339,7 @@ class ProcessRuntime(Runtime):
             )
         except OSError as exc:
             output.close()
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
             raise RuntimeStartError(f"cannot start {self.shell}: {exc}") from exc
-        return ProcessHandle(proc, output, self.kill_grace)
+        return ProcessHandle(proc, output, self.kill_grace, cgroup)
