@@ -5,7 +5,10 @@ Limits (documented in docs/ARCHITECTURE.md):
 - usage percentages: finite and within 0..100;
 - allocated/requested resources and machine totals: finite, >= 0 and within the
   bounds of one machine (MAX_CPUS, MAX_MEMORY_GIB, MAX_STORAGE_GIB, MAX_GPUS);
-- running tasks per heartbeat: at most 1,024, ids unique.
+- running tasks per heartbeat: at most 1,024, ids unique;
+- richer telemetry (extension fields, checked only when set): byte rates, load averages,
+  bytes and GPU figures finite and >= 0 (a temperature may be below 0), within one
+  machine's bounds, used never above total; at most 1,024 GPUs per heartbeat.
 """
 
 from __future__ import annotations
@@ -55,12 +58,114 @@ def check_amount(name: str, value: float, limit: float = math.inf) -> None:
         raise InvalidMessage(f"{name} is {value:g}; the limit is {limit:g}")
 
 
+# Bounds of the richer telemetry (extension fields 7-20 of Heartbeat, and GpuDevice).
+MAX_BYTES_PER_SEC = 1e18  # network or disk, far above any machine's
+MAX_LOAD_AVG = MAX_CPUS * 100.0  # runnable tasks, averaged
+MAX_MEMORY_BYTES = int(MAX_MEMORY_GIB) << 30  # 1 PiB, also one GPU's memory
+MAX_STORAGE_BYTES = int(MAX_STORAGE_GIB) << 30  # 1 EiB, also all GPUs' memory together
+MAX_GPU_DEVICES = 1024
+MAX_GPU_TEXT = 256  # a GPU's name or uuid, characters
+MIN_TEMPERATURE_C = -273.15
+MAX_TEMPERATURE_C = 1000.0
+MAX_POWER_WATTS = 1_000_000.0
+
+_RATE_FIELDS = (
+    "net_rx_bytes_per_sec",
+    "net_tx_bytes_per_sec",
+    "disk_read_bytes_per_sec",
+    "disk_write_bytes_per_sec",
+)
+_LOAD_FIELDS = ("load_avg_1m", "load_avg_5m", "load_avg_15m")
+_BYTE_PAIRS = (
+    ("memory_used_bytes", "memory_total_bytes", MAX_MEMORY_BYTES),
+    ("storage_used_bytes", "storage_total_bytes", MAX_STORAGE_BYTES),
+    ("gpu_memory_used_bytes", "gpu_memory_total_bytes", MAX_STORAGE_BYTES),
+)
+RESOURCE_FIELDS = (
+    *_RATE_FIELDS,
+    *_LOAD_FIELDS,
+    *(name for pair in _BYTE_PAIRS for name in pair[:2]),
+)
+"""Heartbeat's optional (extension) scalar fields; ``gpus`` is the repeated one."""
+
+
+def has_resources(hb: pb.Heartbeat) -> bool:
+    """Whether ``hb`` carries any richer telemetry (a Go worker's never does)."""
+    if hb.gpus:
+        return True
+    has = hb.HasField
+    for name in RESOURCE_FIELDS:  # noqa: SIM110 - a loop is cheaper than any() here
+        if has(name):
+            return True
+    return False
+
+
+def _check_used_total(
+    used_name: str, used: int | None, total_name: str, total: int | None, limit: int
+) -> None:
+    if total is not None:
+        check_amount(total_name, total, limit)
+    if used is not None:
+        check_amount(used_name, used, limit)
+        if total is not None and used > total:
+            raise InvalidMessage(f"{used_name} ({used}) is above {total_name} ({total})")
+
+
+def check_gpu_device(gpu: pb.GpuDevice) -> None:
+    check_amount("gpus.index", gpu.index, MAX_GPUS)
+    if len(gpu.name) > MAX_GPU_TEXT or len(gpu.uuid) > MAX_GPU_TEXT:
+        raise InvalidMessage(f"a GPU's name or uuid is longer than {MAX_GPU_TEXT} characters")
+    check_percent("gpus.utilization", gpu.utilization)
+    _check_used_total(
+        "gpus.memory_used_bytes",
+        gpu.memory_used_bytes,
+        "gpus.memory_total_bytes",
+        gpu.memory_total_bytes,
+        MAX_MEMORY_BYTES,
+    )
+    if gpu.HasField("temperature_c"):
+        value = gpu.temperature_c
+        if not (MIN_TEMPERATURE_C <= value <= MAX_TEMPERATURE_C):  # NaN fails too
+            raise InvalidMessage(
+                f"gpus.temperature_c must be within {MIN_TEMPERATURE_C:g}..{MAX_TEMPERATURE_C:g}"
+                f", got {value!r}"
+            )
+    if gpu.HasField("power_watts"):
+        check_amount("gpus.power_watts", gpu.power_watts, MAX_POWER_WATTS)
+
+
+def validate_resources(hb: pb.Heartbeat) -> None:
+    """The richer telemetry's rules, for the fields that are set."""
+    has = hb.HasField
+    for name in _RATE_FIELDS:
+        if has(name):
+            check_amount(name, getattr(hb, name), MAX_BYTES_PER_SEC)
+    for name in _LOAD_FIELDS:
+        if has(name):
+            check_amount(name, getattr(hb, name), MAX_LOAD_AVG)
+    for used_name, total_name, limit in _BYTE_PAIRS:
+        _check_used_total(
+            used_name,
+            getattr(hb, used_name) if has(used_name) else None,
+            total_name,
+            getattr(hb, total_name) if has(total_name) else None,
+            limit,
+        )
+    gpus = hb.gpus
+    if len(gpus) > MAX_GPU_DEVICES:
+        raise InvalidMessage(f"{len(gpus)} GPUs in one heartbeat; the limit is {MAX_GPU_DEVICES}")
+    for gpu in gpus:
+        check_gpu_device(gpu)
+
+
 def validate_heartbeat(hb: pb.Heartbeat) -> None:
     check_id("worker_id", hb.worker_id)
     check_percent("cpu_usage", hb.cpu_usage)
     check_percent("memory_usage", hb.memory_usage)
     check_percent("storage_usage", hb.storage_usage)
     check_percent("gpu_usage", hb.gpu_usage)
+    if has_resources(hb):
+        validate_resources(hb)
     tasks = hb.running_tasks
     if len(tasks) > MAX_RUNNING_TASKS:
         raise InvalidMessage(

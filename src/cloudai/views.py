@@ -38,6 +38,8 @@ _STATUS_STYLE = {
     "failure": "red",
     "cancelled": "yellow",
     "rejected": "red",
+    "lost": "red",
+    "timed_out": "red",
 }
 
 
@@ -204,6 +206,47 @@ def usage_line(worker: Mapping[str, Any], kind: str) -> Text:
     return cell
 
 
+def format_rate(value: Any) -> str:
+    """Bytes a second: ``512 B/s``, ``1.5 MiB/s``; ``-`` if unknown."""
+    text = format_bytes(value)
+    return text if text == UNKNOWN else f"{text}/s"
+
+
+def measured_rows(worker: Mapping[str, Any]) -> list[tuple[str, Text]]:
+    """The richer telemetry a worker sent (network, disk, load, GPU devices) as labelled
+    lines; nothing for what it did not send (a Go worker: no lines at all)."""
+    rows: list[tuple[str, Text]] = []
+    if not has_telemetry(worker):
+        return rows
+    rx, tx = worker.get("net_rx_bytes_per_sec"), worker.get("net_tx_bytes_per_sec")
+    if rx is not None or tx is not None:
+        rows.append(("Network", Text(f"in {format_rate(rx)}, out {format_rate(tx)}")))
+    read, write = worker.get("disk_read_bytes_per_sec"), worker.get("disk_write_bytes_per_sec")
+    if read is not None or write is not None:
+        rows.append(("Disk I/O", Text(f"read {format_rate(read)}, write {format_rate(write)}")))
+    load = worker.get("load_avg")
+    if isinstance(load, list) and load:
+        figures = " ".join(UNKNOWN if finite(v) is None else f"{finite(v):.2f}" for v in load)
+        rows.append(("Load", Text(f"{figures} (1, 5, 15 min)")))
+    for gpu in worker.get("gpus") or []:
+        if not isinstance(gpu, Mapping):
+            continue
+        parts = [
+            format_percent(gpu.get("utilization")),
+            f"{format_bytes(gpu.get('memory_used_bytes'))} of "
+            f"{format_bytes(gpu.get('memory_total_bytes'))}",
+        ]
+        temperature, power = finite(gpu.get("temperature_c")), finite(gpu.get("power_watts"))
+        if temperature is not None:
+            parts.append(f"{temperature:.0f} °C")
+        if power is not None:
+            parts.append(f"{power:.0f} W")
+        name = str(gpu.get("name") or "")
+        label = f"GPU {gpu.get('index', '?')}"
+        rows.append((label, Text(f"{name + ': ' if name else ''}{', '.join(parts)}")))
+    return rows
+
+
 def worker_state(worker: Mapping[str, Any]) -> tuple[str, str]:
     """(label, style): active, inactive, or waiting (authorised, not registered yet)."""
     if worker.get("is_active"):
@@ -343,6 +386,20 @@ def workers_table(workers: Iterable[Mapping[str, Any]], now: float) -> Renderabl
     )
 
 
+_TASK_LIMITS = {
+    "cgroup-v2": "enforced (cgroup v2)",
+    "cgroup-v1": "enforced (cgroup v1)",
+    "accounted": "accounted, not enforced",
+}
+
+
+def task_limits_text(mode: Any) -> str:
+    """How a worker holds process tasks to their requests (``-``: it did not say)."""
+    if not mode or not isinstance(mode, str):
+        return UNKNOWN
+    return _TASK_LIMITS.get(mode, mode)
+
+
 def worker_detail(worker: Mapping[str, Any], now: float) -> RenderableType:
     label, style = worker_state(worker)
     worker_id = str(worker.get("worker_id", "?"))
@@ -358,6 +415,9 @@ def worker_detail(worker: Mapping[str, Any], now: float) -> RenderableType:
     grid.add_row("Memory", usage_line(worker, "memory"))
     grid.add_row("Storage", usage_line(worker, "storage"))
     grid.add_row("GPU", usage_line(worker, "gpu"))
+    for label, line in measured_rows(worker):
+        grid.add_row(label, line)
+    grid.add_row("Task limits", task_limits_text(worker.get("task_limits")))
     running = worker.get("running_tasks") or []
     if not running:
         return Group(KeepIds(grid), Text("no running tasks"))
@@ -394,6 +454,15 @@ def format_bytes(value: Any) -> str:
     return f"{number:.1f} TiB"
 
 
+def task_status_cell(task: Mapping[str, Any]) -> Text:
+    """The status; for a task with retries, also which attempt of how many."""
+    cell = status_text(str(task.get("status", "?")))
+    retries = task.get("retries")
+    if isinstance(retries, int) and retries > 0:
+        cell.append(f" {task.get('attempt', 1)}/{retries + 1}", style="dim")
+    return cell
+
+
 def tasks_table(tasks: Iterable[Mapping[str, Any]], now: float) -> RenderableType:
     rows = sorted(tasks, key=lambda t: finite(t.get("submitted_at")) or 0.0)
     if not rows:
@@ -412,7 +481,7 @@ def tasks_table(tasks: Iterable[Mapping[str, Any]], now: float) -> RenderableTyp
             plain(task.get("task_id", "?")),
             plain(task.get("worker_id", "?")),
             plain(task_what(task)),
-            status_text(str(task.get("status", "?"))),
+            task_status_cell(task),
             ago(task.get("submitted_at"), now),
             UNKNOWN if exit_code is None else str(exit_code),
             plain(task.get("message") or ""),

@@ -284,6 +284,48 @@ def _amount(worker: Mapping[str, Any], kind: str) -> str:
     return f" of {capacity:g}"
 
 
+# Network, disk and load columns (the richer telemetry of Python workers): only on wide
+# terminals, when some worker sends them; the bars keep at least _MIN_BAR_WITH_IO cells.
+_IO_COLUMNS = {"NET in/out": 13, "DISK r/w": 13, "LOAD": 6}
+_IO_WIDTH = sum(_IO_COLUMNS.values()) + 2 * len(_IO_COLUMNS)  # with the cell padding
+_MIN_BAR_WITH_IO = 10
+_IO_KEYS = ("net_rx_bytes_per_sec", "disk_read_bytes_per_sec", "load_avg")
+
+
+def compact_rate(value: Any) -> str:
+    """Bytes a second in at most 6 characters: ``512``, ``30K``, ``1.2M``, ``3.4G``; ``-``."""
+    number = views.finite(value)
+    if number is None or number < 0:
+        return views.UNKNOWN
+    for unit in ("", "K", "M", "G", "T"):
+        if number < 1000 or unit == "T":
+            if unit and number < 10:
+                return f"{number:.1f}{unit}"
+            return f"{number:.0f}{unit}"
+        number /= 1024
+    return views.UNKNOWN  # not reached
+
+
+def io_cells(worker: Mapping[str, Any]) -> list[Text]:
+    """NET in/out, DISK read/write and the 1-minute load; ``-`` for what is not known."""
+    if not views.has_telemetry(worker):
+        return [Text(views.UNKNOWN, style="dim")] * 3
+    cells = []
+    for first, second in (
+        ("net_rx_bytes_per_sec", "net_tx_bytes_per_sec"),
+        ("disk_read_bytes_per_sec", "disk_write_bytes_per_sec"),
+    ):
+        a, b = worker.get(first), worker.get(second)
+        if a is None and b is None:
+            cells.append(Text(views.UNKNOWN, style="dim"))
+        else:
+            cells.append(Text(f"{compact_rate(a)}/{compact_rate(b)}"))
+    load = worker.get("load_avg")
+    one = views.finite(load[0]) if isinstance(load, list) and load else None
+    cells.append(Text(views.UNKNOWN, style="dim") if one is None else Text(f"{one:.2f}"))
+    return cells
+
+
 def usage_cell(worker: Mapping[str, Any], kind: str, bar_width: int, amounts: bool) -> Text:
     """A bar, the percentage and, with ``amounts``, the capacity (padded)."""
     if kind == "gpu" and views.total(worker, "total_gpu") == 0:
@@ -402,10 +444,15 @@ def _table(
     known = any(views.total(w, f"total_{k}") is not None for w in workers for k in _AMOUNT_WIDTH)
     amounts = known and (width - _FIXED - id_width - 3 * _FIGURE - _AMOUNTS) // 3 >= 3
     room = width - _FIXED - id_width - 3 * _FIGURE - (_AMOUNTS if amounts else 0)
+    io = (room - _IO_WIDTH) // 3 >= _MIN_BAR_WITH_IO and any(
+        w.get(key) is not None for w in workers for key in _IO_KEYS
+    )
+    if io:
+        room -= _IO_WIDTH
     # Below 3 cells a bar says nothing: narrow terminals get the figures only.
     bar_width = 0 if room // 3 < 3 else min(20, room // 3)
     if full_ids:  # never cut an id: grow past the width if it must
-        width = max(width, _FIXED + id_width + 3 * (bar_width + _FIGURE))
+        width = max(width, _FIXED + id_width + 3 * (bar_width + _FIGURE) + (_IO_WIDTH if io else 0))
     table = Table(
         expand=True,
         width=width if full_ids else None,
@@ -434,6 +481,9 @@ def _table(
     mem = title("MEM GiB" if amounts else "MEM", "mem")
     table.add_column(mem, no_wrap=True, width=bar_width + _FIGURE + extra["memory"])
     table.add_column(title("GPU", "gpu"), no_wrap=True, width=bar_width + _FIGURE + extra["gpu"])
+    if io:
+        for name, column_width in _IO_COLUMNS.items():
+            table.add_column(name, justify="right", no_wrap=True, width=column_width)
     table.add_column(title("TASKS", "tasks"), justify="right", no_wrap=True, width=6)
     table.add_column("SEEN", justify="right", no_wrap=True, width=8)
     for worker in workers:
@@ -445,6 +495,7 @@ def _table(
             usage_cell(worker, "cpu", bar_width, amounts),
             usage_cell(worker, "memory", bar_width, amounts),
             usage_cell(worker, "gpu", bar_width, amounts),
+            *(io_cells(worker) if io else []),
             str(len(worker.get("running_tasks") or [])),
             views.UNKNOWN if last is None else views.format_age(now - last),
         )

@@ -9,6 +9,7 @@ session newer than the one it had when the call began.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ class WorkerEntry:
     total_memory: float = 0.0
     total_storage: float = 0.0
     total_gpu: float = 0.0
+    task_limits: str = ""  # WorkerInfo.task_limits: "cgroup-v2", "cgroup-v1", "accounted"
     session: bool = False  # RegisterWorker accepted since this master started
     # SHA-256 of the certificate the worker joined with: the only one that may act for
     # this id (secure mode). None: not joined (plaintext mode, or authorised only).
@@ -35,6 +37,15 @@ class WorkerEntry:
 
     def copy(self) -> WorkerEntry:
         return replace(self)
+
+
+_TASK_LIMITS = re.compile(r"[a-z0-9-]{1,16}")
+
+
+def task_limits_of(info: pb.WorkerInfo) -> str:
+    """WorkerInfo.task_limits as stored: a short lower-case word ("cgroup-v1", ...);
+    anything else (not said, or not a word the store can hold) is ""."""
+    return info.task_limits if _TASK_LIMITS.fullmatch(info.task_limits) else ""
 
 
 class RegistryError(ValueError):
@@ -146,6 +157,7 @@ class WorkerRegistry:
         entry.total_memory = info.total_memory
         entry.total_storage = info.total_storage
         entry.total_gpu = info.total_gpu
+        entry.task_limits = task_limits_of(info)
         entry.session = True
         self._session_count += 1
         self._sessions[entry.worker_id] = self._session_count

@@ -300,6 +300,12 @@ class TelemetryManager:
             if state_of(worker_id) not in NOT_SEEN
         }
 
+    def latest_states(self) -> list[WorkerTelemetry]:
+        """Every worker's latest published state, the not-yet-seen included (their
+        ``state`` says which), NOT copied: published states are never mutated, so they
+        may be read anywhere (a metrics scrape reads them in a thread), never changed."""
+        return list(self._state.values())
+
     def worker_count(self) -> tuple[int, int]:
         """(workers seen since this master started, active workers), without copying."""
         seen = active = 0

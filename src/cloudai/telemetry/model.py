@@ -34,6 +34,127 @@ class TaskTelemetry:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class GpuTelemetry:
+    """One GPU of a worker (extension): NVML's figures as the worker sent them."""
+
+    index: int
+    name: str
+    uuid: str
+    utilization: float  # percent
+    memory_used_bytes: int
+    memory_total_bytes: int
+    temperature_c: float | None = None  # None: the device does not report it
+    power_watts: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        gpu: dict[str, Any] = {
+            "index": self.index,
+            "name": self.name,
+            "uuid": self.uuid,
+            "utilization": self.utilization,
+            "memory_used_bytes": self.memory_used_bytes,
+            "memory_total_bytes": self.memory_total_bytes,
+        }
+        if self.temperature_c is not None:
+            gpu["temperature_c"] = self.temperature_c
+        if self.power_watts is not None:
+            gpu["power_watts"] = self.power_watts
+        return gpu
+
+    @classmethod
+    def from_message(cls, gpu: pb.GpuDevice) -> GpuTelemetry:
+        return cls(
+            gpu.index,
+            gpu.name,
+            gpu.uuid,
+            gpu.utilization,
+            gpu.memory_used_bytes,
+            gpu.memory_total_bytes,
+            gpu.temperature_c if gpu.HasField("temperature_c") else None,
+            gpu.power_watts if gpu.HasField("power_watts") else None,
+        )
+
+
+# The optional scalar fields of Heartbeat (extension), in the JSON's order. load_avg_*
+# become one ``load_avg`` list; the others keep their names.
+_RATES = (
+    "net_rx_bytes_per_sec",
+    "net_tx_bytes_per_sec",
+    "disk_read_bytes_per_sec",
+    "disk_write_bytes_per_sec",
+)
+_LOADS = ("load_avg_1m", "load_avg_5m", "load_avg_15m")
+_BYTES = (
+    "memory_used_bytes",
+    "memory_total_bytes",
+    "storage_used_bytes",
+    "storage_total_bytes",
+    "gpu_memory_used_bytes",
+    "gpu_memory_total_bytes",
+)
+_SCALARS = (*_RATES, *_LOADS, *_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceTelemetry:
+    """A worker's richer telemetry (protocol extension): what the worker measured; None
+    (or no GPUs) for what it did not send. A Go worker sends none of it: its
+    ``WorkerTelemetry.resources`` is None and its JSON is the original shape."""
+
+    net_rx_bytes_per_sec: float | None = None
+    net_tx_bytes_per_sec: float | None = None
+    disk_read_bytes_per_sec: float | None = None
+    disk_write_bytes_per_sec: float | None = None
+    load_avg_1m: float | None = None
+    load_avg_5m: float | None = None
+    load_avg_15m: float | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    storage_used_bytes: int | None = None
+    storage_total_bytes: int | None = None
+    gpu_memory_used_bytes: int | None = None
+    gpu_memory_total_bytes: int | None = None
+    gpus: tuple[GpuTelemetry, ...] = ()
+
+    def load_avg(self) -> list[float | None] | None:
+        """[1 min, 5 min, 15 min] (None in a position not sent); None when none was."""
+        loads = [self.load_avg_1m, self.load_avg_5m, self.load_avg_15m]
+        return None if loads == [None, None, None] else loads
+
+    def to_json(self) -> dict[str, Any]:
+        """Only the keys the worker sent, in a fixed order."""
+        out: dict[str, Any] = {}
+        for name in _RATES:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        loads = self.load_avg()
+        if loads is not None:
+            out["load_avg"] = loads
+        for name in _BYTES:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.gpus:
+            out["gpus"] = [gpu.to_json() for gpu in self.gpus]
+        return out
+
+    @classmethod
+    def from_heartbeat(cls, hb: pb.Heartbeat) -> ResourceTelemetry | None:
+        """The heartbeat's richer telemetry; None when it has none (the cheap case: one
+        presence test per field)."""
+        has = hb.HasField
+        for name in _SCALARS:
+            if has(name):
+                break
+        else:
+            if not hb.gpus:
+                return None
+        measured: dict[str, Any] = {name: getattr(hb, name) for name in _SCALARS if has(name)}
+        return cls(**measured, gpus=tuple(GpuTelemetry.from_message(g) for g in hb.gpus))
+
+
 @dataclass(slots=True)
 class WorkerTelemetry:
     """The latest state of one worker. The manager never mutates a published instance."""
@@ -50,6 +171,9 @@ class WorkerTelemetry:
     # "active", "suspect" (is_active stays true), "inactive", "unknown", ... Empty: derived
     # from is_active.
     state: str = ""
+    # Extension: network, disk, load, bytes and per-GPU figures; None when the worker
+    # sent none (a Go worker), and then the JSON has none of their keys.
+    resources: ResourceTelemetry | None = None
 
     def copy(self) -> WorkerTelemetry:
         clone = replace(self)
@@ -57,7 +181,7 @@ class WorkerTelemetry:
         return clone
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        worker = {
             "worker_id": self.worker_id,
             "cpu_usage": self.cpu_usage,
             "memory_usage": self.memory_usage,
@@ -68,6 +192,9 @@ class WorkerTelemetry:
             "storage_usage": self.storage_usage,
             "state": self.state or ("active" if self.is_active else "inactive"),
         }
+        if self.resources is not None:  # additions, after every earlier key
+            worker.update(self.resources.to_json())
+        return worker
 
     @classmethod
     def from_heartbeat(cls, hb: pb.Heartbeat, received_at: float) -> WorkerTelemetry:
@@ -98,4 +225,5 @@ class WorkerTelemetry:
             received_at,
             True,
             "active",
+            ResourceTelemetry.from_heartbeat(hb),
         )

@@ -29,9 +29,12 @@ from cloudai.addresses import is_wildcard, join_host_port, local_address_towards
 from cloudai.proto import pb
 from cloudai.proto.tolerant import add_worker_rpcs
 from cloudai.security.credentials import WorkerIdentity, load_worker, save_worker
+from cloudai.worker.cgroups import MODE_ACCOUNTED, CgroupLimits, owner_name, setup_limits
 from cloudai.worker.client import MasterClient
 from cloudai.worker.gpu import NvmlGpuProvider
+from cloudai.worker.heartbeat import build_heartbeat
 from cloudai.worker.join import JoinError, join_cluster
+from cloudai.worker.output_stream import OutputStreams
 from cloudai.worker.results_spool import ResultSpool
 from cloudai.worker.runtimes.docker import ClientFactory, DockerRuntime, default_client_factory
 from cloudai.worker.runtimes.process import ProcessRuntime
@@ -114,8 +117,11 @@ class WorkerNode:
         self.spool: ResultSpool | None = None
         self.tasks: TaskManager | None = None
         self.client: MasterClient | None = None
+        self.output: OutputStreams | None = None  # live task output (docs/TASK_OUTPUT.md)
         self.service: WorkerService | None = None
         self.docker: DockerRuntime | None = None
+        self.limits: CgroupLimits | None = None
+        self.task_limits = MODE_ACCOUNTED  # WorkerInfo.task_limits, once started
         self._server: grpc.aio.Server | None = None
         self._lock_file: IO[str] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -159,20 +165,14 @@ class WorkerNode:
             total_memory=self.totals.memory_gb,
             total_storage=self.totals.storage_gb,
             total_gpu=self.totals.gpu_count,
+            task_limits=self.task_limits,
         )
 
     async def heartbeat(self) -> pb.Heartbeat:
         assert self.sampler is not None and self.tasks is not None
         sample = await asyncio.to_thread(self.sampler.sample)
         await self.tasks.sample_usage()
-        return pb.Heartbeat(
-            worker_id=self.worker_id,
-            cpu_usage=sample.cpu_percent,
-            memory_usage=sample.memory_percent,
-            storage_usage=sample.storage_percent,
-            gpu_usage=sample.gpu_percent,
-            running_tasks=self.tasks.running_tasks(),
-        )
+        return build_heartbeat(self.worker_id, sample, self.tasks.running_tasks())
 
     # -- start ------------------------------------------------------------------------------
 
@@ -244,6 +244,11 @@ class WorkerNode:
         if pending:
             log.info("%d task result(s) from an earlier run wait for delivery", pending)
         self.docker = DockerRuntime(self.worker_id, settings.max_log_bytes, self._docker_factory)
+        limits = await asyncio.to_thread(
+            setup_limits, settings.task_limits, owner_name(self.worker_id, self.work_dir)
+        )
+        self.limits, self.task_limits = limits.limits, limits.mode
+        log.info("task limits: %s", limits.description)
         self.client = MasterClient(
             settings,
             self.worker_info,
@@ -252,17 +257,22 @@ class WorkerNode:
             self._rng,
             credentials=identity.channel_credentials() if identity else None,
         )
+        self.output = OutputStreams(
+            self.worker_id, self.client.append_output, settings.task_output_max_bytes
+        )
+        self.client.before_result = self.output.before_result
         self.tasks = TaskManager(
             self.worker_id,
             self.totals,
             self.work_dir,
             self.spool,
-            ProcessRuntime(settings.max_log_bytes, settings.kill_grace),
+            ProcessRuntime(settings.max_log_bytes, settings.kill_grace, limits=self.limits),
             self.docker,
             kill_grace=settings.kill_grace,
             max_log_bytes=settings.max_log_bytes,
             storage_free_gb=self.sampler.storage_free_gb,
             on_result=self.client.notify_result,
+            output=self.output,
         )
         self.service = WorkerService(
             self.worker_id, self.tasks, self.client, master_only=identity is not None
@@ -365,12 +375,16 @@ class WorkerNode:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.output is not None:
+            await self.output.close()
         if self.client is not None:
             await self.client.close()
         if self.tasks is not None:
             await self.tasks.close()
         if self.docker is not None:
             await self.docker.close()
+        if self.limits is not None:
+            await asyncio.to_thread(self.limits.close)
         close = getattr(self._gpu, "close", None)
         if close is not None:
             await asyncio.to_thread(close)
