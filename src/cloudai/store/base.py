@@ -13,10 +13,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from cloudai.security.tokens import ApiTokenRecord, JoinTokenRecord
-from cloudai.store.models import AssignmentRecord, ResultRecord, TaskRecord, WorkerRecord
+from cloudai.store.models import (
+    AlertEventRecord,
+    AlertRuleRecord,
+    AssignmentRecord,
+    AttemptRecord,
+    ResultRecord,
+    SilenceRecord,
+    TaskRecord,
+    WorkerRecord,
+)
 
 
 class StoreError(Exception):
@@ -122,8 +131,13 @@ class Store(ABC):
         message: str | None = None,
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
+        attempt: int | None = None,
+        new_attempt: bool = False,
     ) -> bool:
-        """Change the given fields (None: leave as is); True if the task exists."""
+        """Change the given fields (None: leave as is); True if the task exists.
+
+        ``new_attempt``: the task runs again, so its start and finish times are cleared
+        (before ``started_at``/``finished_at`` are applied)."""
 
     @abstractmethod
     def get_task(self, task_id: str) -> TaskRecord | None: ...
@@ -168,6 +182,17 @@ class Store(ABC):
 
     @abstractmethod
     def get_result(self, task_id: str) -> ResultRecord | None: ...
+
+    # -- attempts (finished runs of retried tasks) -------------------------------------
+
+    @abstractmethod
+    def add_attempt(self, record: AttemptRecord) -> bool:
+        """Store a finished attempt. Idempotent: True if stored, False if that attempt
+        of the task is stored already. ``NotFoundError`` if the task is unknown."""
+
+    @abstractmethod
+    def list_attempts(self, task_id: str | None = None) -> list[AttemptRecord]:
+        """Finished attempts of ``task_id`` (None: of every task), by task, oldest first."""
 
     # -- join tokens ---------------------------------------------------------------
 
@@ -214,6 +239,87 @@ class Store(ABC):
     def revoke_api_token(self, token_id: str, now: datetime) -> ApiTokenRecord:
         """Mark the token revoked at ``now`` (a revoked one keeps its first time); the
         updated record. ``NotFoundError`` if the id is unknown."""
+
+    # -- alerts (rules made through the API, silences, history) -----------------------
+
+    @abstractmethod
+    def add_alert_rule(self, record: AlertRuleRecord) -> None:
+        """Insert a rule; ``DuplicateError`` if a rule has that name."""
+
+    @abstractmethod
+    def list_alert_rules(self) -> list[AlertRuleRecord]:
+        """Every stored rule, oldest first."""
+
+    @abstractmethod
+    def delete_alert_rule(self, name: str) -> bool:
+        """Remove the rule; True if it existed."""
+
+    @abstractmethod
+    def add_silence(self, record: SilenceRecord) -> None:
+        """Insert a silence; ``DuplicateError`` if the id is taken."""
+
+    @abstractmethod
+    def list_silences(self) -> list[SilenceRecord]:
+        """Every stored silence, oldest first."""
+
+    @abstractmethod
+    def delete_silence(self, silence_id: str) -> bool:
+        """Remove the silence; True if it existed."""
+
+    @abstractmethod
+    def add_alert_events(self, records: Sequence[AlertEventRecord]) -> None:
+        """Append transitions to the history (one transaction); ids set on the records."""
+
+    @abstractmethod
+    def list_alert_events(
+        self,
+        rule: str | None = None,
+        worker_id: str | None = None,
+        limit: int = 100,
+    ) -> list[AlertEventRecord]:
+        """The history, newest first, filtered by rule and worker."""
+
+    @abstractmethod
+    def prune_alert_events(self, keep: int) -> int:
+        """Delete all but the newest ``keep`` events; how many were deleted."""
+
+    # -- telemetry history (tiers 0-2, docs/HISTORY.md) -------------------------------
+
+    @abstractmethod
+    def write_history(
+        self,
+        raw: Sequence[Mapping[str, Any] | Sequence[Any]],
+        minutes: Sequence[Mapping[str, Any] | Sequence[Any]] = (),
+        hours: Sequence[Mapping[str, Any] | Sequence[Any]] = (),
+    ) -> None:
+        """Tier 0 rows (a duplicate (worker_id, t) is ignored) and tier 1 and 2 buckets
+        (a bucket already stored is replaced), in one transaction. A row is a tuple of
+        every column in the table's order, or a mapping of column names."""
+
+    @abstractmethod
+    def prune_history(self, cutoffs: Sequence[float]) -> int:
+        """Delete each tier's rows older than its cutoff (Unix seconds); how many."""
+
+    @abstractmethod
+    def recover_history(
+        self, minute_start: float, hour_start: float
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What is stored of the open minute (from tier 0) and the open hour (from tier
+        1, before ``minute_start``), one tier-1-shaped row per worker each."""
+
+    @abstractmethod
+    def query_history(
+        self,
+        tier: int,
+        worker_id: str | None,
+        metrics: Sequence[str],
+        start: float,
+        end: float,
+        step: float,
+    ) -> list[tuple[Any, ...]]:
+        """A tier's rows in ``[start, end)`` in buckets of ``step`` seconds:
+        ``(k, workers, avg, min, max, ...)`` per bucket with data (``worker_id`` None:
+        across workers)."""
 
     # -- lifecycle ---------------------------------------------------------------
 

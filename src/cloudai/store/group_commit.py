@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from cloudai.store.base import DuplicateError, NotFoundError, Store, StoreError, StoreOperation
 
@@ -42,6 +43,7 @@ class _Item:
     operation: StoreOperation | None  # None: a barrier, resolved when reached
     future: asyncio.Future[object] | None  # None: nobody waits (write_later)
     what: str
+    queued: float = field(default_factory=time.monotonic)  # when it was queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +85,22 @@ class GroupCommit:
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._oldest: float | None = None  # when the oldest item being written was queued
         self.stats = GroupCommitStats()
 
     @property
     def pending(self) -> int:
         """Operations queued, not yet handed to the database."""
         return self._queue.qsize()
+
+    def write_lag(self, now: float | None = None) -> float:
+        """Seconds the oldest operation not yet committed has waited (0: nothing
+        waits). The committer takes what is queued as soon as it is free, so the oldest
+        waiting operation is the first of the batch it is writing."""
+        oldest = self._oldest
+        if oldest is None:
+            return 0.0
+        return max((time.monotonic() if now is None else now) - oldest, 0.0)
 
     @property
     def running(self) -> bool:
@@ -148,6 +160,7 @@ class GroupCommit:
             first = await self._queue.get()
             if first is None:
                 return
+            self._oldest = first.queued
             if self.window > 0 and self._queue.qsize() + 1 < self.max_batch:
                 await asyncio.sleep(self.window)  # let the same few milliseconds join
             batch, stopping = [first], False
@@ -165,6 +178,8 @@ class GroupCommit:
             except Exception as exc:  # pragma: no cover - _write handles the store's errors
                 log.exception("store commit: unexpected error")
                 self._fail(batch, StoreError(f"unexpected error: {exc}"))
+            finally:
+                self._oldest = None
             if stopping:
                 return
 

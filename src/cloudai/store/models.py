@@ -109,3 +109,48 @@ class ResultRecord:
     received_at: datetime = field(default_factory=utcnow)
     reason: str = ""  # why a failed task ended, when its worker knows ("timed out")
     attempt: int = 1
+
+
+# -- alerts ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AlertRuleRecord:
+    """An alert rule made through the API (rules from the master's rules file are not
+    stored). ``spec``: the rule as JSON, as ``cloudai.alerts.rules`` reads it."""
+
+    name: str
+    spec: str
+    created_at: datetime = field(default_factory=utcnow)
+    created_by: str = ""
+
+
+@dataclass(slots=True)
+class SilenceRecord:
+    """A silence: alerts whose labels match its matchers (JSON) send nothing until
+    ``ends_at``."""
+
+    silence_id: str
+    matchers: str
+    starts_at: datetime
+    ends_at: datetime
+    created_at: datetime = field(default_factory=utcnow)
+    created_by: str = ""
+    comment: str = ""
+
+
+@dataclass(slots=True)
+class AlertEventRecord:
+    """One transition of an alert to ``firing`` or ``resolved`` (the alert history)."""
+
+    rule: str
+    worker_id: str
+    state: str  # "firing" or "resolved"
+    at: datetime
+    starts_at: datetime
+    severity: str = ""
+    value: float | None = None
+    labels: str = "{}"  # JSON object
+    silenced: bool = False
+    reason: str = ""
+    id: int | None = None  # set by the store

@@ -216,3 +216,89 @@ api_tokens = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
     CheckConstraint(f"scope IN ({_in(frozenset(Scope))})", name="scope"),
 )
+
+# Alerts (migration 0005): rules made through the API, silences, and the history of
+# transitions to firing and resolved.
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("name", String(ID_LENGTH), primary_key=True),
+    Column("spec", Text, nullable=False),  # the rule, JSON
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", Text, nullable=False, server_default=""),
+)
+
+silences = Table(
+    "silences",
+    metadata,
+    Column("silence_id", String(TOKEN_ID_LENGTH), primary_key=True),
+    Column("matchers", Text, nullable=False),  # JSON list of {name, op, value}
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", Text, nullable=False, server_default=""),
+    Column("comment", Text, nullable=False, server_default=""),
+)
+
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule", String(ID_LENGTH), nullable=False),
+    Column("worker_id", String(ID_LENGTH), nullable=False),
+    Column("state", String(STATUS_LENGTH), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("severity", String(STATUS_LENGTH), nullable=False, server_default=""),
+    Column("value", Float, nullable=True),
+    Column("labels", Text, nullable=False, server_default="{}"),
+    Column("silenced", Boolean, nullable=False, server_default=false()),
+    Column("reason", Text, nullable=False, server_default=""),
+    CheckConstraint("state IN ('firing', 'resolved')", name="state"),
+    Index("ix_alert_events_rule", "rule"),
+    Index("ix_alert_events_worker_id", "worker_id"),
+)
+
+# Telemetry history (migration 0006, docs/HISTORY.md): wide rows, one per worker per
+# heartbeat (tier 0) or per minute / hour bucket (tiers 1 and 2: the average under the
+# metric's name, then _min and _max, and how many heartbeats the bucket holds). Times
+# are Unix seconds (double precision): the API's unit, cheap to bucket in SQL.
+HISTORY_METRICS: tuple[str, ...] = (
+    "cpu_usage",
+    "memory_usage",
+    "storage_usage",
+    "gpu_usage",
+    "running_tasks",
+    "memory_used_bytes",
+    "storage_used_bytes",
+    "gpu_memory_used_bytes",
+    "net_rx_bytes_per_sec",
+    "net_tx_bytes_per_sec",
+    "disk_read_bytes_per_sec",
+    "disk_write_bytes_per_sec",
+    "load_avg_1m",
+    "load_avg_5m",
+    "load_avg_15m",
+)
+
+
+def _history_table(name: str, aggregated: bool) -> Table:
+    columns: list[Any] = [
+        Column("worker_id", String(ID_LENGTH), primary_key=True),
+        Column("t", Float, primary_key=True),
+    ]
+    if aggregated:
+        columns.append(Column("samples", Integer, nullable=False))
+    for metric in HISTORY_METRICS:
+        columns.append(Column(metric, Float, nullable=True))
+        if aggregated:
+            columns.append(Column(f"{metric}_min", Float, nullable=True))
+            columns.append(Column(f"{metric}_max", Float, nullable=True))
+    return Table(name, metadata, *columns, Index(f"ix_{name}_t", "t"))
+
+
+history_raw = _history_table("history_raw", aggregated=False)
+history_minute = _history_table("history_minute", aggregated=True)
+history_hour = _history_table("history_hour", aggregated=True)
+HISTORY_TABLES: tuple[Table, Table, Table] = (history_raw, history_minute, history_hour)
+"""Tier 0, 1 and 2."""

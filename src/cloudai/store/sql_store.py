@@ -41,12 +41,16 @@ from cloudai.store.migrate import upgrade
 from cloudai.store.models import (
     RESULT_STATUSES,
     TASK_STATUSES,
+    TERMINAL_TASK_STATUSES,
     AssignmentRecord,
+    AttemptRecord,
     ResultRecord,
     TaskRecord,
     WorkerRecord,
     utcnow,
 )
+from cloudai.store.sql_alerts import SqlAlerts
+from cloudai.store.sql_history import SqlHistory
 from cloudai.store.urls import display_url
 
 log = logging.getLogger(__name__)
@@ -55,11 +59,12 @@ _W = schema.workers
 _T = schema.tasks
 _A = schema.assignments
 _R = schema.results
+_AT = schema.task_attempts
 _J = schema.join_tokens
 _K = schema.api_tokens
 
 
-class SqlStore(Store):
+class SqlStore(SqlAlerts, SqlHistory, Store):
     """The store on a SQLAlchemy engine. ``migrate=True`` upgrades the schema to head."""
 
     def __init__(self, url: URL, *, migrate: bool = True) -> None:
@@ -79,6 +84,9 @@ class SqlStore(Store):
         self._task_update = update(_T).where(_T.c.task_id == bindparam("key_task_id"))
         self._assignment_insert = insert(_A)
         self._result_insert = self._insert(_R).on_conflict_do_nothing(index_elements=[_R.c.task_id])
+        self._attempt_insert = self._insert(_AT).on_conflict_do_nothing(
+            index_elements=[_AT.c.task_id, _AT.c.attempt]
+        )
         self.schema_revision: str | None = None
         if migrate:
             try:
@@ -244,8 +252,14 @@ class SqlStore(Store):
         message: str | None = None,
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
+        attempt: int | None = None,
+        new_attempt: bool = False,
     ) -> bool:
         values: dict[str, Any] = {}
+        if new_attempt:
+            values["started_at"] = values["finished_at"] = None
+        if attempt is not None:
+            values["attempt"] = attempt
         if status is not None:
             _check_status(status, TASK_STATUSES, "task")
             values["status"] = status
@@ -328,6 +342,24 @@ class SqlStore(Store):
         with self._read() as conn:
             row = conn.execute(select(_R).where(_R.c.task_id == task_id)).first()
         return None if row is None else ResultRecord(**row._asdict())
+
+    # -- attempts --------------------------------------------------------------------
+
+    def add_attempt(self, record: AttemptRecord) -> bool:
+        _check_status(record.status, TERMINAL_TASK_STATUSES, "attempt")
+        try:
+            with self._write() as conn:
+                return conn.execute(self._attempt_insert, _values(record)).rowcount > 0
+        except IntegrityError:
+            raise NotFoundError(f"no task {record.task_id!r} for this attempt") from None
+
+    def list_attempts(self, task_id: str | None = None) -> list[AttemptRecord]:
+        stmt = select(_AT).order_by(_AT.c.task_id, _AT.c.attempt)
+        if task_id is not None:
+            stmt = stmt.where(_AT.c.task_id == task_id)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [AttemptRecord(**row._asdict()) for row in rows]
 
     # -- join tokens -----------------------------------------------------------------
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from cloudai.master.persistence import MasterPersistence
 from cloudai.master.registry import WorkerEntry
-from cloudai.store import WorkerRecord, open_store
+from cloudai.master.tasks import NotStored
+from cloudai.store import StoreError, WorkerRecord, open_store
 from cloudai.store.sql_store import SqlStore
 
 
@@ -58,4 +61,40 @@ async def test_a_burst_of_upserts_is_one_batch_and_order_is_kept(tmp_path: Path)
     persistence.on_worker_changed("w6", entry("w6"))  # alone: a plain upsert
     await persistence.drain()
     assert ("upsert_worker", ["w6"]) in store.calls[-2:]  # type: ignore[attr-defined]
+    await persistence.stop()
+
+
+class UnreachableStore(SqlStore):
+    """The real SQLite store whose worker writes fail as if the server were gone."""
+
+    def upsert_worker(self, record: WorkerRecord) -> None:
+        raise StoreError("connection refused")
+
+
+async def test_registry_committed_waits_for_the_writes_before_it(tmp_path: Path) -> None:
+    store = open_store(None, tmp_path)
+    persistence = MasterPersistence(store, heartbeat_flush_interval=1.0)
+    with pytest.raises(NotStored, match="writer is not running"):
+        await persistence.registry_committed()
+    persistence.start()
+    persistence.on_worker_changed("w1", entry("w1"))
+    await persistence.registry_committed()
+    assert [w.worker_id for w in store.list_workers()] == ["w1"]  # committed before the answer
+    await persistence.stop()
+
+
+async def test_registry_committed_says_so_when_the_store_does_not_take_it(
+    tmp_path: Path,
+) -> None:
+    store = open_store(None, tmp_path)
+    assert isinstance(store, SqlStore)
+    store.__class__ = UnreachableStore
+    persistence = MasterPersistence(store, heartbeat_flush_interval=1.0)
+    persistence.start()
+    persistence.on_worker_changed("w1", entry("w1"))
+    with pytest.raises(NotStored, match=r"did not commit it within 0.2 s \(\d+ failed"):
+        await persistence.registry_committed(timeout=0.2)
+    store.__class__ = SqlStore  # the server is back: the queued write goes through
+    await persistence.registry_committed()
+    assert [w.worker_id for w in store.list_workers()] == ["w1"]
     await persistence.stop()
