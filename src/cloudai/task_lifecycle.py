@@ -1,14 +1,16 @@
 """A task's lifecycle as one explicit state machine. Pure: no clock of its own, no I/O.
 
-    queued ──assigned──▶ assigned ──seen running──▶ running ──result──▶ success/failure/cancelled
-      │                     │                          │
+    queued ──assigned──▶ assigned ──seen running──▶ running ──result──▶ success/failure/
+      │                     │                          │                 cancelled/timed_out
       ├──refused──▶ rejected└──lost──▶ lost            └──lost──▶ lost
       └──expired──▶ lost   (never seen running          (vanished from its worker's
         (its worker did     by the deadline)             heartbeats: it ended, or its
          not come back)                                  worker restarted, without a result)
 
 A result always wins: whatever the master believed, a worker's report of how the task
-ended is the truth (a task believed lost may still report). ``LostTaskWatch`` decides,
+ended is the truth (a task believed lost may still report). A task with retries left
+that fails, times out or is lost is ``retried`` instead: back to queued, as its next
+attempt (the finished one is kept as an attempt record). ``LostTaskWatch`` decides,
 from what heartbeats show, when an assigned or running task is lost and why.
 """
 
@@ -29,6 +31,8 @@ class TaskEvent(enum.Enum):
     CANCELLED = "cancelled"
     LOST = "lost"
     EXPIRED = "expired"  # queued for a worker that did not come back in time
+    TIMED_OUT = "timed out"  # its worker stopped it at its time limit
+    RETRIED = "retried"  # failed, timed out or lost with retries left: runs again
 
 
 class InvalidTransition(ValueError):
@@ -36,7 +40,12 @@ class InvalidTransition(ValueError):
 
 
 _S, _E = TaskStatus, TaskEvent
-_RESULTS = {_E.SUCCEEDED: _S.SUCCESS, _E.FAILED: _S.FAILURE, _E.CANCELLED: _S.CANCELLED}
+_RESULTS = {
+    _E.SUCCEEDED: _S.SUCCESS,
+    _E.FAILED: _S.FAILURE,
+    _E.CANCELLED: _S.CANCELLED,
+    _E.TIMED_OUT: _S.TIMED_OUT,
+}
 
 TRANSITIONS: dict[tuple[TaskStatus, TaskEvent], TaskStatus] = {
     (_S.QUEUED, _E.ASSIGNED): _S.ASSIGNED,
@@ -54,7 +63,13 @@ TRANSITIONS: dict[tuple[TaskStatus, TaskEvent], TaskStatus] = {
         for state in (_S.QUEUED, _S.ASSIGNED, _S.RUNNING, _S.LOST)
         for event, status in _RESULTS.items()
     },
+    **{(state, _E.RETRIED): _S.QUEUED for state in (_S.QUEUED, _S.ASSIGNED, _S.RUNNING)},
 }
+
+
+def retryable(event: TaskEvent) -> bool:
+    """Whether a task with retries left runs again instead of ending with ``event``."""
+    return event in (TaskEvent.FAILED, TaskEvent.TIMED_OUT, TaskEvent.LOST)
 
 
 def next_status(status: TaskStatus, event: TaskEvent) -> TaskStatus:

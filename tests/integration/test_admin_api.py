@@ -140,7 +140,7 @@ async def test_the_task_query_is_checked(http: aiohttp.ClientSession) -> None:
         assert r.status == 400
         assert await _error(r) == (
             "status must be one of 'queued', 'assigned', 'running', 'success', 'failure', "
-            "'cancelled', 'rejected' or 'lost', got 'bogus'"
+            "'cancelled', 'rejected', 'lost' or 'timed_out', got 'bogus'"
         )
     async with http.get("/api/tasks", params={"worker_id": "no/such id"}) as r:
         assert r.status == 400 and "has invalid characters" in await _error(r)
@@ -188,6 +188,12 @@ async def test_answers_keep_their_shapes(http: aiohttp.ClientSession) -> None:
         "worker_id", "address", "registered", "total_cpu", "total_memory", "total_storage",
         "total_gpu", "is_active", "cpu_usage", "memory_usage", "storage_usage", "gpu_usage",
         "running_tasks", "last_update",
+        # measured figures (richer telemetry), added after them; null until measured
+        "net_rx_bytes_per_sec", "net_tx_bytes_per_sec", "disk_read_bytes_per_sec",
+        "disk_write_bytes_per_sec", "load_avg", "memory_used_bytes", "memory_total_bytes",
+        "storage_used_bytes", "storage_total_bytes", "gpu_memory_used_bytes",
+        "gpu_memory_total_bytes", "gpus",
+        "task_limits",  # how it holds process tasks to their requests
     ]  # fmt: skip
     async with http.get("/api/status") as r:
         summary = await r.json()

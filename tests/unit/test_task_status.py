@@ -8,6 +8,7 @@ from cloudai.task_status import RESULT_STATUSES, TERMINAL_STATUSES, TaskStatus
 def test_values_are_the_strings_of_the_api_and_the_store() -> None:
     assert [s.value for s in TaskStatus] == [
         "queued", "assigned", "running", "success", "failure", "cancelled", "rejected", "lost",
+        "timed_out",
     ]  # fmt: skip
     assert TaskStatus.SUCCESS == "success" and f"{TaskStatus.RUNNING}" == "running"
 

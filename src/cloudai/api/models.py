@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from cloudai.history.tiers import METRICS as HISTORY_METRICS
 from cloudai.identifiers import ID_PATTERN, ID_RULE, MAX_ID_LENGTH, check_id
 from cloudai.security.tokens import MAX_TOKEN_LENGTH, Scope
 from cloudai.task_status import TaskStatus
@@ -62,6 +63,17 @@ OptionalIdentifier = Annotated[
 ]
 
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _integral(value: object) -> object:
+    """JSON's ``3.0`` is the integer 3 (as JSON Schema says); ``3.5`` and ``"3"`` are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+MAX_TIME_LIMIT_SECONDS = 365 * 86400.0
+MAX_RETRIES = 100
 
 _PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
 _HOST = r"([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])"
@@ -130,6 +142,22 @@ class RunningTask(Response):
     memory_used_bytes: int = 0
 
 
+class GpuDevice(Response):
+    """One GPU of a worker, as NVML reports it (a worker with an NVIDIA driver)."""
+
+    index: int
+    name: str = ""
+    uuid: str = ""
+    utilization: float = Field(default=0.0, description="percent")
+    memory_used_bytes: int = 0
+    memory_total_bytes: int = 0
+    temperature_c: float | None = Field(default=None, description="null: not reported")
+    power_watts: float | None = Field(default=None, description="null: not reported")
+
+
+_NOT_MEASURED = "; null: not measured (not sent by the worker, e.g. a Go worker)"
+
+
 class Worker(Response):
     """A worker: its registry entry and latest telemetry. Until its first heartbeat since
     this master started, ``last_update`` is null and the usage fields are 0 (unknown)."""
@@ -148,6 +176,35 @@ class Worker(Response):
     gpu_usage: float = Field(default=0.0, description="percent")
     running_tasks: list[RunningTask] = Field(default_factory=list)
     last_update: float | None = Field(default=None, description="Unix seconds")
+    # Richer telemetry (additions): what the worker measured, null for what it did not.
+    net_rx_bytes_per_sec: float | None = Field(default=None, description="bytes/s" + _NOT_MEASURED)
+    net_tx_bytes_per_sec: float | None = Field(default=None, description="bytes/s" + _NOT_MEASURED)
+    disk_read_bytes_per_sec: float | None = Field(
+        default=None, description="bytes/s" + _NOT_MEASURED
+    )
+    disk_write_bytes_per_sec: float | None = Field(
+        default=None, description="bytes/s" + _NOT_MEASURED
+    )
+    load_avg: list[float | None] | None = Field(
+        default=None, description="[1 min, 5 min, 15 min]" + _NOT_MEASURED
+    )
+    memory_used_bytes: int | None = Field(default=None, description="bytes" + _NOT_MEASURED)
+    memory_total_bytes: int | None = Field(default=None, description="bytes" + _NOT_MEASURED)
+    storage_used_bytes: int | None = Field(default=None, description="bytes" + _NOT_MEASURED)
+    storage_total_bytes: int | None = Field(default=None, description="bytes" + _NOT_MEASURED)
+    gpu_memory_used_bytes: int | None = Field(
+        default=None, description="bytes, all GPUs" + _NOT_MEASURED
+    )
+    gpu_memory_total_bytes: int | None = Field(
+        default=None, description="bytes, all GPUs" + _NOT_MEASURED
+    )
+    gpus: list[GpuDevice] = Field(default_factory=list, description="one entry per GPU (NVML)")
+    task_limits: str = Field(
+        default="",
+        description='how the worker holds process tasks to their requests: "cgroup-v2" or'
+        ' "cgroup-v1" (enforced by the kernel), "accounted" (not enforced); "" when it did'
+        " not say (a worker of an earlier version, or a Go worker)",
+    )
 
 
 class WorkerRegistration(Request):
@@ -196,6 +253,18 @@ class TaskSubmission(Request):
     req_memory: NonNegative = Field(default=0.0, description="GiB")
     req_storage: NonNegative = Field(default=0.0, description="GiB")
     req_gpu: NonNegative = 0.0
+    time_limit: Annotated[float, Field(ge=0, le=MAX_TIME_LIMIT_SECONDS, allow_inf_nan=False)] = (
+        Field(
+            default=0.0,
+            description="seconds; the worker stops the task when it has run this long and "
+            "it ends timed_out (0: no limit)",
+        )
+    )
+    retries: Annotated[int, Field(ge=0, le=MAX_RETRIES), BeforeValidator(_integral)] = Field(
+        default=0,
+        description="how many times to run it again when it fails, times out or is lost "
+        "(each attempt is kept); a cancelled task is not run again",
+    )
 
     @model_validator(mode="after")
     def _something_to_run(self) -> TaskSubmission:
@@ -215,6 +284,18 @@ class TaskFilter(BaseModel):
     worker_id: Identifier | None = Field(default=None, description="only tasks of this worker")
 
 
+class TaskAttempt(Response):
+    """One finished run of a task that was run again."""
+
+    attempt: int = Field(description="1 for the first run")
+    worker_id: str
+    status: TaskStatus
+    message: str = ""
+    exit_code: int | None = None
+    started_at: float | None = Field(default=None, description="Unix seconds")
+    finished_at: float = Field(description="Unix seconds")
+
+
 class Task(Response):
     task_id: str
     worker_id: str
@@ -231,6 +312,12 @@ class Task(Response):
     finished_at: float | None = Field(default=None, description="Unix seconds")
     exit_code: int | None = None
     result_location: str = ""
+    time_limit: float = Field(default=0.0, description="seconds; 0: no limit")
+    retries: int = Field(default=0, description="runs allowed after the first one")
+    attempt: int = Field(default=1, description="the current (or last) run: 1 for the first")
+    attempts: list[TaskAttempt] = Field(
+        default_factory=list, description="earlier runs that failed, timed out or were lost"
+    )
 
 
 class TaskWithLogs(Task):
@@ -267,13 +354,6 @@ class ClusterSummary(Response):
 
 MAX_CSR_LENGTH = 8192
 """A worker's certificate signing request, PEM: a few hundred bytes in practice."""
-
-
-def _integral(value: object) -> object:
-    """JSON's ``3.0`` is the integer 3 (as JSON Schema says); ``3.5`` and ``"3"`` are not."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 MAX_TTL_SECONDS = 100 * 365 * 86400.0
@@ -357,3 +437,225 @@ class ClusterCa(Response):
 
     ca_pem: str
     fingerprint: str = Field(description="SHA-256 of the certificate's DER, lower-case hex")
+
+
+# -- alerts (docs/ALERTS.md) ---------------------------------------------------------------
+
+AlertStateName = Literal["pending", "firing", "resolved"]
+Duration = Annotated[
+    float | str,
+    Field(description='seconds, or a duration such as "30s", "5m", "1h30m"'),
+]
+
+
+class AlertRuleSpec(Request):
+    """A new alert rule (the fields of a ``[[rule]]`` of the rules file). The master checks
+    the values (400 naming the field); the OpenAPI schema gives their types."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    name: str = Field(min_length=1, max_length=128, description="unique; an id's characters")
+    kind: Literal["threshold", "worker_inactive", "worker_not_seen"] = "threshold"
+    metric: str | None = Field(
+        default=None,
+        description="threshold rules: a numeric telemetry field (cpu_usage, memory_usage, "
+        "storage_usage, gpu_usage, running_tasks, net_rx_bytes_per_sec, load_avg_1m, ...)",
+    )
+    comparison: Literal[">", ">=", "<", "<="] | None = None
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
+    resolve_threshold: float | None = Field(
+        default=None, allow_inf_nan=False, description="hysteresis; null: the threshold"
+    )
+    for_: Duration | None = Field(
+        default=None,
+        alias="for",
+        description="how long the condition must hold before the alert fires; "
+        "worker_not_seen: seconds after the master's start",
+    )
+    severity: Literal["info", "warning", "critical"] = "warning"
+    labels: dict[str, str] = Field(default_factory=dict)
+    workers: str | list[str] = Field(
+        default="all", description='"all", a glob ("gpu-*") or a list of worker ids'
+    )
+    repeat_interval: Duration | None = Field(
+        default=None, description="a firing alert is sent again this often (default 1h)"
+    )
+    summary: str = Field(default="", max_length=1000)
+
+
+class AlertRule(Response):
+    name: str
+    kind: str
+    source: Literal["file", "api"] = Field(description="file rules are read-only here")
+    metric: str = ""
+    comparison: str = ""
+    threshold: float | None = None
+    resolve_threshold: float | None = None
+    for_seconds: float = 0.0
+    severity: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    workers: str | list[str] = "all"
+    repeat_interval: float
+    summary: str = ""
+    expression: str = Field(description="the rule in a few words: cpu_usage > 90 for 30s")
+
+
+class Alert(Response):
+    """One (rule, worker) alert that is pending, firing, or recently resolved."""
+
+    rule: str
+    worker_id: str
+    state: AlertStateName
+    severity: str
+    labels: dict[str, str]
+    value: float | None = Field(default=None, description="the metric's latest value")
+    since: float = Field(description="Unix seconds: when the condition began")
+    fired_at: float | None = Field(default=None, description="Unix seconds")
+    resolved_at: float | None = Field(default=None, description="Unix seconds")
+    silenced: bool = False
+    summary: str = ""
+
+
+class AlertEvent(Response):
+    """A transition to firing or resolved, from the history."""
+
+    id: int
+    rule: str
+    worker_id: str
+    state: Literal["firing", "resolved"]
+    at: float = Field(description="Unix seconds")
+    starts_at: float = Field(description="Unix seconds: when it began firing")
+    severity: str = ""
+    value: float | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    silenced: bool = False
+    reason: str = ""
+
+
+class AlertFilter(BaseModel):
+    """The query of ``GET /api/alerts``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    state: AlertStateName | None = Field(default=None, description="only alerts in this state")
+
+
+class AlertHistoryFilter(BaseModel):
+    """The query of ``GET /api/alerts/history``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    rule: str | None = Field(
+        default=None, min_length=1, max_length=128, description="only this rule"
+    )
+    worker_id: Identifier | None = Field(default=None, description="only this worker")
+    limit: int = Field(default=100, ge=1, le=10_000, description="newest first, at most this many")
+
+
+class SilenceMatcher(Request):
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="a label: alertname (the rule), worker_id, severity, or a rule's label",
+    )
+    value: str = Field(max_length=500)
+    op: Literal["=", "!=", "=~", "!~"] = Field(
+        default="=", description="=~ and !~: a regular expression that matches the whole value"
+    )
+
+
+class SilenceRequest(Request):
+    """A silence: matching alerts send nothing until it ends; give ``duration_seconds`` or
+    ``ends_at``."""
+
+    matchers: list[SilenceMatcher] = Field(min_length=1, max_length=32)
+    duration_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    ends_at: float | None = Field(default=None, allow_inf_nan=False, description="Unix seconds")
+    starts_at: float | None = Field(
+        default=None, allow_inf_nan=False, description="Unix seconds; null: now"
+    )
+    comment: str = Field(default="", max_length=1000)
+    created_by: str = Field(default="", max_length=200)
+
+
+class SilenceInfo(Response):
+    silence_id: str
+    matchers: list[SilenceMatcher]
+    starts_at: float = Field(description="Unix seconds")
+    ends_at: float = Field(description="Unix seconds")
+    created_at: float = Field(description="Unix seconds")
+    created_by: str = ""
+    comment: str = ""
+    state: Literal["pending", "active", "expired"]
+
+
+# Telemetry history (docs/HISTORY.md)
+
+
+_METRIC = "|".join(HISTORY_METRICS)
+HistoryMetrics = Annotated[
+    str,
+    Field(
+        pattern=f"^( *({_METRIC}) *(, *({_METRIC}) *)*)?$",
+        description="comma-separated metric names (default: every metric): "
+        + ", ".join(HISTORY_METRICS),
+    ),
+]
+UnixTime = Annotated[float, Field(ge=0, le=1e11, allow_inf_nan=False, description="Unix seconds")]
+HistoryPoints = Annotated[
+    int, Field(ge=1, le=10_000, description="at most this many points (default 300)")
+]
+
+
+class HistoryFilter(BaseModel):
+    """The query of GET /api/workers/{worker_id}/history and GET /api/history."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    metrics: str | None = None  # checked by name, one clear line (HistoryMetrics documents it)
+    from_: UnixTime | None = Field(default=None, alias="from")
+    to: UnixTime | None = None
+    points: HistoryPoints | None = None
+
+
+class HistorySeries(Response):
+    """One metric: a value per point of ``t`` (null: no data in that bucket)."""
+
+    avg: list[float | None]
+    min: list[float | None]
+    max: list[float | None]
+
+
+class ClusterHistory(Response):
+    """The cluster's history: per point, the average of the workers' averages, the least
+    minimum and the greatest maximum; ``workers``: how many workers had data."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_serialization_defaults_required=True, populate_by_name=True
+    )
+
+    tier: int = Field(description="0: every heartbeat, 1: per minute, 2: per hour")
+    resolution: float = Field(description="seconds between points")
+    from_: float = Field(alias="from", description="Unix seconds")
+    to: float = Field(description="Unix seconds")
+    t: list[float] = Field(description="each point's bucket start, Unix seconds")
+    series: dict[str, HistorySeries]
+    workers: list[int] = Field(description="per point, how many workers had data")
+
+
+class WorkerHistory(Response):
+    """One worker's history; for tier 0 min, avg and max are equal unless points group
+    several heartbeats."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_serialization_defaults_required=True, populate_by_name=True
+    )
+
+    worker_id: str
+    tier: int = Field(description="0: every heartbeat, 1: per minute, 2: per hour")
+    resolution: float = Field(description="seconds between points")
+    from_: float = Field(alias="from", description="Unix seconds")
+    to: float = Field(description="Unix seconds")
+    t: list[float] = Field(description="each point's bucket start, Unix seconds")
+    series: dict[str, HistorySeries]

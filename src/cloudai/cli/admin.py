@@ -53,6 +53,16 @@ def _amount(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 TOKEN_HELP = (
     "API token (env CLOUDAI_ADMIN_TOKEN; default: the master's admin.token on this machine)"
 )
@@ -156,6 +166,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--storage", type=_amount, default=0.0, metavar="GB", help="storage in GB")
     p.add_argument("--gpu", type=_amount, default=0.0, metavar="N", help="GPUs")
     p.add_argument("--id", default="", metavar="TASK_ID", help="task id (default: generated)")
+    p.add_argument(
+        "--time-limit",
+        type=_amount,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop the task when it has run this long; it ends timed_out (default: no limit)",
+    )
+    p.add_argument(
+        "--retries",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="run it again up to N times when it fails, times out or is lost (default: 0)",
+    )
 
     p = add("tasks", "list tasks", run_tasks, True)
     p.add_argument(
@@ -168,6 +192,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = add("logs", "print a task's logs", run_logs)
     p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="follow the output live until the task ends (through its retries)",
+    )
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        type=Path,
+        dest="output_file",
+        help="write the task's whole output to FILE, byte for byte",
+    )
+    p.add_argument(
+        "--attempt",
+        type=_count,
+        metavar="N",
+        help="the output of this run of a retried task (default: the current or last)",
+    )
 
 
 # -- plumbing ---------------------------------------------------------------------------------
@@ -411,6 +454,8 @@ def run_submit(args: argparse.Namespace) -> int:
             req_storage=args.storage,
             req_gpu=args.gpu,
             task_id=args.id,
+            time_limit=args.time_limit,
+            retries=args.retries,
         ),
         show,
     )
@@ -433,7 +478,14 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    """Logs go to stdout as they are (pipe-friendly); the status line goes to stderr."""
+    """Logs go to stdout as they are (pipe-friendly); the status line goes to stderr.
+    The whole output, when the master holds it (live output: cli/task_output.py)."""
+    if not args.json:
+        from cloudai.cli.task_output import run_output
+
+        handled = run_output(args, client_from_args, print_error)
+        if handled is not None:
+            return handled
     try:
         payload: TaskLogs = client_from_args(args).logs(args.task_id)
     except SettingsError as exc:

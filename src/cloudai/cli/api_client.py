@@ -18,6 +18,8 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,8 +27,13 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cloudai.api.models import (
+    Alert,
+    AlertEvent,
+    AlertRule,
+    AlertRuleSpec,
     ApiTokenInfo,
     ApiTokenRequest,
+    ClusterHistory,
     ClusterSummary,
     CreatedApiToken,
     CreatedJoinToken,
@@ -34,11 +41,14 @@ from cloudai.api.models import (
     JoinResponse,
     JoinTokenInfo,
     JoinTokenRequest,
+    SilenceInfo,
+    SilenceRequest,
     Task,
     TaskLogs,
     TaskSubmission,
     TaskWithLogs,
     Worker,
+    WorkerHistory,
     WorkerRegistration,
 )
 from cloudai.security.tokens import Scope
@@ -130,6 +140,18 @@ def _error_message(status: int, reason: str, body: Any) -> str:
     return f"HTTP {status} {reason}".strip()
 
 
+@dataclass(frozen=True, slots=True)
+class OutputChunk:
+    """An answer of ``GET /api/tasks/{task_id}/output``: bytes and where they stand."""
+
+    data: bytes
+    size: int  # bytes of the run's output the master holds
+    complete: bool  # nothing more will come
+    next_offset: int
+    attempt: int
+    truncated: bool  # the master kept only the first part of the run's output
+
+
 class ApiClient:
     def __init__(
         self,
@@ -166,6 +188,17 @@ class ApiClient:
         query: dict[str, str | None] | None = None,
     ) -> bytes:
         """One call; the answer's raw body (empty for 204). ApiError when refused."""
+        return self.exchange(method, path, body, query)[0]
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        body: BaseModel | None = None,
+        query: dict[str, str | None] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[bytes, Message]:
+        """One call; the answer's raw body and its headers. ApiError when refused."""
         url = self.url + path
         if query:
             params = {k: v for k, v in query.items() if v}
@@ -183,9 +216,10 @@ class ApiClient:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         context = self.ssl_context
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as answer:
+            wait = timeout or self.timeout
+            with urllib.request.urlopen(request, timeout=wait, context=context) as answer:
                 raw: bytes = answer.read()
-                return raw
+                return raw, answer.headers
         except urllib.error.HTTPError as exc:
             parsed = _loads(exc.read())
             raise ApiError(_error_message(exc.code, exc.reason, parsed), exc.code, parsed) from None
@@ -270,13 +304,20 @@ class ApiClient:
         req_gpu: float = 0.0,
         task_id: str = "",
         any_worker: bool = False,
+        time_limit: float = 0.0,
+        retries: int = 0,
     ) -> Task:
         """Submit a task (``worker_id`` None with ``any_worker``: the master places it). A
         task the worker refused is an ApiError (status 422) whose ``body`` is the task,
         status ``rejected``."""
-        placement: dict[str, Any] = {"any_worker": True} if any_worker else {}
+        # Only what is set is sent: a master from before these fields accepts the rest.
+        optional: dict[str, Any] = {"any_worker": True} if any_worker else {}
+        if time_limit:
+            optional["time_limit"] = time_limit
+        if retries:
+            optional["retries"] = retries
         body = TaskSubmission.model_construct(
-            **placement,
+            **optional,
             worker_id=worker_id,
             task_id=task_id,
             docker_image=docker_image,
@@ -302,6 +343,39 @@ class ApiClient:
 
     def logs(self, task_id: str) -> TaskLogs:
         return self.call(_TASK_LOGS, "GET", f"/api/tasks/{_quote(task_id)}/logs")
+
+    def output(
+        self,
+        task_id: str,
+        offset: int = 0,
+        limit: int | None = None,
+        attempt: int | None = None,
+        wait: float = 0.0,
+    ) -> OutputChunk:
+        """A range of a task run's output (``wait``: long-poll up to that many seconds)."""
+        query = {
+            "offset": str(offset) if offset else None,
+            "limit": None if limit is None else str(limit),
+            "attempt": None if attempt is None else str(attempt),
+            "wait": f"{wait:g}" if wait else None,
+        }
+        path = f"/api/tasks/{_quote(task_id)}/output"
+        data, headers = self.exchange("GET", path, query=query, timeout=self.timeout + wait)
+        try:
+            return OutputChunk(
+                data=data,
+                size=int(headers["X-Output-Size"]),
+                complete=headers["X-Output-Complete"] == "true",
+                next_offset=int(headers["X-Next-Offset"]),
+                attempt=int(headers["X-Output-Attempt"]),
+                truncated=headers.get("X-Output-Truncated") == "true",
+            )
+        except (KeyError, TypeError, ValueError):
+            raise ApiError(
+                f"unexpected answer from the master at {self.url} to GET {path}: "
+                "the X-Output-* headers are missing or invalid",
+                200,
+            ) from None
 
     # tokens
 
@@ -341,6 +415,70 @@ class ApiClient:
         """Join the cluster (no API token needed: the join token is the credential)."""
         return self.call(_JOIN_RESPONSE, "POST", "/api/join", request)
 
+    # alerts
+
+    def alerts(self, state: str | None = None) -> list[Alert]:
+        return self.call(_ALERTS, "GET", "/api/alerts", query={"state": state})
+
+    def alert_history(
+        self, rule: str | None = None, worker_id: str | None = None, limit: int | None = None
+    ) -> list[AlertEvent]:
+        query = {"rule": rule, "worker_id": worker_id, "limit": str(limit) if limit else None}
+        return self.call(_ALERT_EVENTS, "GET", "/api/alerts/history", query=query)
+
+    def alert_rules(self) -> list[AlertRule]:
+        return self.call(_ALERT_RULES, "GET", "/api/alert-rules")
+
+    def add_alert_rule(self, spec: AlertRuleSpec) -> AlertRule:
+        return self.call(_ALERT_RULE, "POST", "/api/alert-rules", spec)
+
+    def delete_alert_rule(self, name: str) -> AlertRule:
+        return self.call(_ALERT_RULE, "DELETE", f"/api/alert-rules/{_quote(name)}")
+
+    def silences(self) -> list[SilenceInfo]:
+        return self.call(_SILENCES, "GET", "/api/silences")
+
+    def add_silence(self, request: SilenceRequest) -> SilenceInfo:
+        return self.call(_SILENCE, "POST", "/api/silences", request)
+
+    def delete_silence(self, silence_id: str) -> SilenceInfo:
+        return self.call(_SILENCE, "DELETE", f"/api/silences/{_quote(silence_id)}")
+
+    # telemetry history
+
+    def history(
+        self,
+        worker_id: str | None,
+        metrics: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        points: int | None = None,
+    ) -> dict[str, Any]:
+        """A worker's history (None: the cluster's), as the API's JSON object; checked
+        against its model."""
+        query = {
+            "metrics": metrics,
+            "from": None if start is None else repr(start),
+            "to": None if end is None else repr(end),
+            "points": None if points is None else str(points),
+        }
+        path = "/api/history" if worker_id is None else f"/api/workers/{_quote(worker_id)}/history"
+        model: type[BaseModel] = ClusterHistory if worker_id is None else WorkerHistory
+        raw = self.request("GET", path, query=query)
+        try:
+            model.model_validate_json(raw)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "the body"
+            raise ApiError(
+                f"unexpected answer from the master at {self.url} to GET {path}: "
+                f"{where}: {problem['msg']}",
+                200,
+                _loads(raw),
+            ) from None
+        body: dict[str, Any] = orjson.loads(raw)
+        return body
+
 
 _SUMMARY: TypeAdapter[ClusterSummary] = TypeAdapter(ClusterSummary)
 _WORKER: TypeAdapter[Worker] = TypeAdapter(Worker)
@@ -354,6 +492,12 @@ _CREATED_API: TypeAdapter[CreatedApiToken] = TypeAdapter(CreatedApiToken)
 _API_TOKEN: TypeAdapter[ApiTokenInfo] = TypeAdapter(ApiTokenInfo)
 _API_TOKENS: TypeAdapter[list[ApiTokenInfo]] = TypeAdapter(list[ApiTokenInfo])
 _JOIN_RESPONSE: TypeAdapter[JoinResponse] = TypeAdapter(JoinResponse)
+_ALERTS: TypeAdapter[list[Alert]] = TypeAdapter(list[Alert])
+_ALERT_EVENTS: TypeAdapter[list[AlertEvent]] = TypeAdapter(list[AlertEvent])
+_ALERT_RULE: TypeAdapter[AlertRule] = TypeAdapter(AlertRule)
+_ALERT_RULES: TypeAdapter[list[AlertRule]] = TypeAdapter(list[AlertRule])
+_SILENCE: TypeAdapter[SilenceInfo] = TypeAdapter(SilenceInfo)
+_SILENCES: TypeAdapter[list[SilenceInfo]] = TypeAdapter(list[SilenceInfo])
 
 
 def _quote(segment: str) -> str:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cloudai import placement
 from cloudai.api.models import (
     ClusterSummary,
+    GpuDevice,
     RunningTask,
     Task,
+    TaskAttempt,
     TaskLogs,
     TaskSubmission,
     TaskWithLogs,
@@ -26,7 +28,7 @@ from cloudai.api.models import (
     WorkerRegistration,
 )
 from cloudai.master.registry import RegistryError, WorkerEntry, WorkerRegistry
-from cloudai.master.tasks import TaskBook, TaskError, TaskState
+from cloudai.master.tasks import NotStored, TaskBook, TaskError, TaskState
 from cloudai.master.worker_link import WorkerLink
 from cloudai.task_status import IN_FLIGHT_STATUSES, TERMINAL_STATUSES, TaskStatus
 from cloudai.telemetry.manager import TelemetryManager
@@ -71,6 +73,7 @@ def worker_model(entry: WorkerEntry, telemetry: WorkerTelemetry | None) -> Worke
         total_memory=entry.total_memory,
         total_storage=entry.total_storage,
         total_gpu=entry.total_gpu,
+        task_limits=entry.task_limits,
     )
     if telemetry is not None:
         worker.is_active = telemetry.is_active
@@ -82,6 +85,12 @@ def worker_model(entry: WorkerEntry, telemetry: WorkerTelemetry | None) -> Worke
             RunningTask.model_validate(task.to_json()) for task in telemetry.running_tasks
         ]
         worker.last_update = telemetry.last_update
+        if telemetry.resources is not None:  # richer telemetry: only what the worker sent
+            measured = telemetry.resources.to_json()
+            gpus = measured.pop("gpus", [])
+            for name, value in measured.items():
+                setattr(worker, name, value)
+            worker.gpus = [GpuDevice.model_validate(gpu) for gpu in gpus]
     return worker
 
 
@@ -102,6 +111,21 @@ def task_model(task: TaskState) -> Task:
         finished_at=task.finished_at,
         exit_code=task.exit_code,
         result_location=task.result_location,
+        time_limit=task.time_limit,
+        retries=task.max_retries,
+        attempt=task.attempt,
+        attempts=[
+            TaskAttempt(
+                attempt=ended.attempt,
+                worker_id=ended.worker_id,
+                status=ended.status,
+                message=ended.message,
+                exit_code=ended.exit_code,
+                started_at=ended.started_at,
+                finished_at=ended.finished_at,
+            )
+            for ended in task.attempts
+        ],
     )
 
 
@@ -124,7 +148,11 @@ class ClusterAdmin:
         link: WorkerLink,
         counters: MasterCounters,
         clock: Callable[[], float] = time.time,
+        registry_committed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``registry_committed``: returns once the registry's changes so far are stored
+        (raises NotStored when they are not); None: nothing to wait for (no store)."""
+        self._registry_committed = registry_committed
         self._registry = registry
         self._telemetry = telemetry
         self._tasks = tasks
@@ -134,23 +162,36 @@ class ClusterAdmin:
 
     # -- workers ----------------------------------------------------------------------------
 
-    def authorise_worker(self, request: WorkerRegistration) -> Worker:
-        """The admin's ``register``: authorise a worker. When its address is known (given
-        now or stored before), the master then calls its MasterRegister until it answers:
-        every time, also for a worker that holds a session (re-announcing this master is
-        how a worker that lost it rejoins)."""
+    async def authorise_worker(self, request: WorkerRegistration) -> Worker:
+        """The admin's ``register``: authorise a worker, and answer once that is stored.
+        When its address is known (given now or stored before), the master then calls
+        its MasterRegister until it answers: every time, also for a worker that holds a
+        session (re-announcing this master is how a worker that lost it rejoins)."""
         try:
             entry = self._registry.authorise(request.worker_id, request.address)
         except RegistryError as exc:
             raise AdminError(ErrorKind.INVALID, str(exc)) from None
+        await self._confirm(f"worker {request.worker_id!r} is authorised")
         if entry.address:
             self._link.connect(entry.worker_id)
         return worker_model(entry, self._telemetry.get_worker_telemetry(entry.worker_id))
 
-    def revoke_worker(self, worker_id: str) -> None:
+    async def revoke_worker(self, worker_id: str) -> None:
+        """The admin's ``unregister``: answered once the removal is stored."""
         if not self._registry.revoke(worker_id):
             raise AdminError(ErrorKind.NOT_FOUND, f"unknown worker {worker_id!r}")
         self._telemetry.unregister_worker(worker_id)
+        await self._confirm(f"worker {worker_id!r} is unregistered")
+
+    async def _confirm(self, what: str) -> None:
+        if self._registry_committed is None:
+            return
+        try:
+            await self._registry_committed()
+        except NotStored as exc:
+            raise AdminError(
+                ErrorKind.UNAVAILABLE, f"{what} in this master, but not stored yet: {exc}"
+            ) from None
 
     def has_session(self, worker_id: str) -> bool:
         """Whether the worker has registered since this master started."""

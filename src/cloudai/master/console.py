@@ -47,8 +47,10 @@ from rich.table import Table
 from rich.text import Text
 
 from cloudai import views
+from cloudai.alerts import views as alert_views
 from cloudai.api.errors import describe
 from cloudai.api.models import TaskSubmission, Worker, WorkerRegistration
+from cloudai.master.alerts_admin import AlertsAdmin
 from cloudai.master.cluster_admin import AdminError, ClusterAdmin, ErrorKind
 from cloudai.task_status import TaskStatus
 
@@ -94,7 +96,8 @@ COMMANDS: dict[str, Command] = {
         Command(
             "task",
             'task (<worker_id> | --any) (<docker_image> | --cmd "<command>") [-cpu_cores N] '
-            "[-mem GiB] [-storage GiB] [-gpu_cores N] [--id TASK_ID]",
+            "[-mem GiB] [-storage GiB] [-gpu_cores N] [--id TASK_ID] "
+            "[--time-limit SECONDS] [--retries N]",
             "submit a task to a worker, or with --any to the least-loaded one that fits "
             "(a docker image, a command, or both)",
             1,
@@ -110,6 +113,13 @@ COMMANDS: dict[str, Command] = {
         ),
         Command("cancel", "cancel <task_id>", "ask the task's worker to cancel it", 1, 1),
         Command("logs", "logs <task_id>", "a task's status, exit code and logs", 1, 1),
+        Command(
+            "alerts",
+            "alerts [pending|firing|resolved|rules|silences|history]",
+            "current alerts (or one state), the alert rules, the silences or the history",
+            0,
+            1,
+        ),
         Command("exit", "exit", "stop the master and leave (also: quit, Ctrl-D)"),
         Command("quit", "quit", "same as exit"),
     )
@@ -124,9 +134,21 @@ _TASK_NUMBER_FLAGS = {
     "storage": "req_storage",
     "gpu_cores": "req_gpu",
     "gpu": "req_gpu",
+    "time-limit": "time_limit",
+    "time_limit": "time_limit",
+    "retries": "retries",
 }
 _TASK_STRING_FLAGS = {"cmd": "command", "command": "command", "id": "task_id", "image": "image"}
-TASK_FLAGS = ("-cpu_cores", "-mem", "-storage", "-gpu_cores", "--cmd", "--id")
+TASK_FLAGS = (
+    "-cpu_cores",
+    "-mem",
+    "-storage",
+    "-gpu_cores",
+    "--cmd",
+    "--id",
+    "--time-limit",
+    "--retries",
+)
 
 
 class UsageError(Exception):
@@ -237,8 +259,10 @@ class ConsoleCommands:
         admin: ClusterAdmin,
         clock: Callable[[], float] = time.time,
         register_wait: float = 2.0,
+        alerts: AlertsAdmin | None = None,
     ) -> None:
         self.admin = admin
+        self.alerts = alerts
         self.clock = clock
         self.register_wait = register_wait
 
@@ -366,7 +390,7 @@ class ConsoleCommands:
         address = args[1] if len(args) > 1 else ""
         try:
             request = WorkerRegistration(worker_id=worker_id, address=address)
-            worker = self.admin.authorise_worker(request)
+            worker = await self.admin.authorise_worker(request)
         except ValidationError as exc:
             raise UsageError(describe(exc), usage) from None
         except AdminError as exc:
@@ -403,8 +427,10 @@ class ConsoleCommands:
     async def _cmd_unregister(self, args: list[str]) -> Reply:
         worker_id = args[0]
         try:
-            self.admin.revoke_worker(worker_id)
-        except AdminError:
+            await self.admin.revoke_worker(worker_id)
+        except AdminError as exc:
+            if exc.kind is not ErrorKind.NOT_FOUND:
+                return _error(exc.message)
             raise UsageError(
                 f"unknown worker {worker_id!r} (see 'workers')", COMMANDS["unregister"].usage
             ) from None
@@ -453,6 +479,26 @@ class ConsoleCommands:
         except AdminError as exc:
             raise UsageError(exc.message, COMMANDS["logs"].usage) from None
         return Reply([views.task_logs(task.model_dump(mode="json"))])
+
+    async def _cmd_alerts(self, args: list[str]) -> Reply:
+        usage = COMMANDS["alerts"].usage
+        if self.alerts is None:
+            return _error("alerts are not enabled on this master")
+        what = args[0].lower() if args else ""
+        now = self.clock()
+        if what == "rules":
+            rules = [r.model_dump(mode="json") for r in self.alerts.rules()]
+            return Reply([alert_views.rules_table(rules)])
+        if what == "silences":
+            silences = [s.model_dump(mode="json") for s in self.alerts.silences()]
+            return Reply([alert_views.silences_table(silences, now)])
+        if what == "history":
+            events = [e.model_dump(mode="json") for e in await self.alerts.history(limit=50)]
+            return Reply([alert_views.history_table(events, now)])
+        if what and what not in ("pending", "firing", "resolved"):
+            raise UsageError(f"unknown alerts view {args[0]!r}", usage)
+        alerts = [a.model_dump(mode="json") for a in self.alerts.alerts(what or None)]
+        return Reply([alert_views.alerts_table(alerts, now)])
 
     async def _cmd_exit(self, args: list[str]) -> Reply:
         return Reply([one_line("stopping the master")], exit=True)
@@ -610,7 +656,7 @@ def console_banner(grpc_port: int | None, http_port: int | None) -> str:
 
 
 def make_console(
-    admin: ClusterAdmin, history_path: Path, banner: str
+    admin: ClusterAdmin, history_path: Path, banner: str, *, alerts: AlertsAdmin | None = None
 ) -> Callable[[], Awaitable[None]]:
     """The console's coroutine function, run in the foreground by ``run_master``."""
-    return ConsoleShell(ConsoleCommands(admin), history_path, banner).run
+    return ConsoleShell(ConsoleCommands(admin, alerts=alerts), history_path, banner).run

@@ -26,15 +26,23 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cloudai.backoff import Backoff
 from cloudai.master.registry import WorkerEntry, WorkerRegistry
-from cloudai.master.tasks import WAITING, NotStored, TaskBook, TaskChange, TaskState
+from cloudai.master.tasks import (
+    WAITING,
+    FinishedAttempt,
+    NotStored,
+    TaskBook,
+    TaskChange,
+    TaskState,
+)
 from cloudai.store import (
     AssignmentRecord,
+    AttemptRecord,
     DuplicateError,
     GroupCommit,
     HeartbeatWriteBehind,
@@ -52,6 +60,19 @@ from cloudai.telemetry.model import WorkerTelemetry
 log = logging.getLogger(__name__)
 
 Operation = Callable[[], object]
+REGISTRY_CONFIRM_TIMEOUT = 10.0
+"""How long an admin's register or unregister waits for the store to commit it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """A mark in the registry's write queue: done once every write before it is."""
+
+    done: asyncio.Future[None]
+
+    def __call__(self) -> None:  # never written: the writer resolves it in order
+        return None
+
 
 UPSERT_BATCH = 1000
 """Worker upserts queued together are written in one transaction, at most this many."""
@@ -91,6 +112,7 @@ def worker_record(entry: WorkerEntry) -> WorkerRecord:
         total_memory=entry.total_memory,
         total_storage=entry.total_storage,
         total_gpu=entry.total_gpu,
+        task_limits=entry.task_limits,
         registered_at=to_datetime(entry.registered_at) or datetime.now(UTC),
         updated_at=to_datetime(entry.updated_at) or datetime.now(UTC),
         cert_fingerprint=entry.cert_fingerprint,
@@ -105,6 +127,7 @@ def worker_entry(record: WorkerRecord) -> WorkerEntry:
         total_memory=record.total_memory,
         total_storage=record.total_storage,
         total_gpu=record.total_gpu,
+        task_limits=record.task_limits,
         cert_fingerprint=record.cert_fingerprint,
         registered_at=record.registered_at.timestamp(),
         updated_at=record.updated_at.timestamp(),
@@ -126,10 +149,45 @@ def task_record(task: TaskState) -> TaskRecord:
         submitted_at=to_datetime(task.submitted_at) or datetime.now(UTC),
         started_at=to_datetime(task.started_at),
         finished_at=to_datetime(task.finished_at),
+        time_limit=task.time_limit,
+        max_retries=task.max_retries,
+        attempt=task.attempt,
     )
 
 
-def task_state(record: TaskRecord, result: ResultRecord | None) -> TaskState:
+def attempt_record(task_id: str, ended: FinishedAttempt) -> AttemptRecord:
+    return AttemptRecord(
+        task_id=task_id,
+        attempt=ended.attempt,
+        worker_id=ended.worker_id,
+        status=ended.status,
+        finished_at=to_datetime(ended.finished_at) or datetime.now(UTC),
+        message=ended.message,
+        exit_code=ended.exit_code,
+        logs=ended.logs,
+        logs_truncated=ended.logs_truncated,
+        started_at=to_datetime(ended.started_at),
+    )
+
+
+def finished_attempt(record: AttemptRecord) -> FinishedAttempt:
+    """An attempt as the task book holds it (without its logs)."""
+    return FinishedAttempt(
+        attempt=record.attempt,
+        worker_id=record.worker_id,
+        status=TaskStatus.parse(record.status),
+        finished_at=record.finished_at.timestamp(),
+        message=record.message,
+        exit_code=record.exit_code,
+        started_at=to_timestamp(record.started_at),
+    )
+
+
+def task_state(
+    record: TaskRecord,
+    result: ResultRecord | None,
+    attempts: Sequence[AttemptRecord] = (),
+) -> TaskState:
     task = TaskState(
         task_id=record.task_id,
         target_worker_id=record.target_worker_id,
@@ -144,6 +202,10 @@ def task_state(record: TaskRecord, result: ResultRecord | None) -> TaskState:
         submitted_at=record.submitted_at.timestamp(),
         started_at=to_timestamp(record.started_at),
         finished_at=to_timestamp(record.finished_at),
+        time_limit=record.time_limit,
+        max_retries=record.max_retries,
+        attempt=record.attempt,
+        attempts=tuple(finished_attempt(attempt) for attempt in attempts),
     )
     if result is not None:
         task.logs = result.logs
@@ -172,14 +234,22 @@ def task_operation(change: TaskChange) -> Callable[[Store], None]:
         ResultRecord(
             task_id=task.task_id,
             worker_id=task.target_worker_id,
-            status=task.status,
+            # what the worker reported: a time-out is a failure with reason "timed out"
+            status=TaskStatus.FAILURE if task.status is TaskStatus.TIMED_OUT else task.status,
             logs=task.logs,
             logs_truncated=task.logs_truncated,
             exit_code=task.exit_code,
             result_location=task.result_location,
+            reason=change.result_reason,
+            attempt=task.attempt,
         )
         if change.result
         else None
+    )
+    ended = (
+        None
+        if change.finished_attempt is None
+        else attempt_record(task.task_id, change.finished_attempt)
     )
 
     def write(store: Store) -> None:
@@ -191,8 +261,12 @@ def task_operation(change: TaskChange) -> Callable[[Store], None]:
             message=record.message,
             started_at=record.started_at,
             finished_at=record.finished_at,
+            attempt=record.attempt,
+            new_attempt=ended is not None,
         ):
             raise NotFoundError(f"no task {record.task_id!r} to update")
+        if ended is not None:
+            store.add_attempt(ended)  # idempotent: a replayed change stores it once
         if assignment is not None:
             store.add_assignment(assignment)
         if result is not None:
@@ -202,7 +276,15 @@ def task_operation(change: TaskChange) -> Callable[[Store], None]:
 
 
 def describe(change: TaskChange) -> str:
-    what = "result" if change.result else "assignment" if change.assignment else "state"
+    what = (
+        "result"
+        if change.result
+        else "attempt"
+        if change.finished_attempt
+        else "assignment"
+        if change.assignment
+        else "state"
+    )
     return f"task {change.task.task_id} ({'new' if change.new else what})"
 
 
@@ -242,6 +324,11 @@ class MasterPersistence:
         self._writer: asyncio.Task[None] | None = None
         self.failed_writes = 0
 
+    @property
+    def queued_writes(self) -> int:
+        """Registry writes queued behind (registrations, removals, inactive flags)."""
+        return self._queue.qsize()
+
     # -- start-up ---------------------------------------------------------------------------
 
     async def load(self, registry: WorkerRegistry, tasks: TaskBook) -> tuple[int, int]:
@@ -266,11 +353,14 @@ class MasterPersistence:
                 len(unconfirmed),
                 ", ".join(unconfirmed[:10]) + (" ..." if len(unconfirmed) > 10 else ""),
             )
+        attempts: dict[str, list[AttemptRecord]] = {}
+        for attempt in await asyncio.to_thread(self.store.list_attempts):
+            attempts.setdefault(attempt.task_id, []).append(attempt)
         for task in records:
             if task.task_id in unconfirmed:
                 task.message = UNCONFIRMED
             result = await asyncio.to_thread(self.store.get_result, task.task_id)
-            tasks.load(task_state(task, result))
+            tasks.load(task_state(task, result, attempts.get(task.task_id, ())))
         return len(workers), len(records)
 
     def _mark_unconfirmed(self, task_ids: list[str]) -> None:
@@ -328,6 +418,22 @@ class MasterPersistence:
     def _submit(self, operation: Operation) -> None:
         self._queue.put_nowait(operation)
 
+    async def registry_committed(self, timeout: float = REGISTRY_CONFIRM_TIMEOUT) -> None:
+        """Return once every registry change made so far is committed; ``NotStored`` if
+        the store has not taken them within ``timeout`` (they stay queued and are written
+        when it can)."""
+        if self._writer is None or self._writer.done():
+            raise NotStored("the store's writer is not running")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._submit(Barrier(done))
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            raise NotStored(
+                f"the store did not commit it within {timeout:g} s "
+                f"({self.failed_writes} failed write(s) so far); it is written when it can be"
+            ) from None
+
     async def _write_loop(self) -> None:
         """Writes in order. While the database is unreachable the same write is retried
         with back-off (later writes wait behind it, so nothing is lost or reordered)."""
@@ -337,6 +443,10 @@ class MasterPersistence:
             operation = taken.popleft() if taken else await self._queue.get()
             if operation is None:
                 return
+            if isinstance(operation, Barrier):
+                if not operation.done.done():
+                    operation.done.set_result(None)
+                continue
             if isinstance(operation, WorkerUpsert):
                 operation = self._upsert_batch(operation, taken)
             while True:

@@ -2,7 +2,11 @@
 
 submit -> AssignTask on the target worker -> "assigned" (or "rejected" with the
 worker's message); seen in a heartbeat's running_tasks -> "running";
-ReportTaskCompletion -> "success" / "failure" / "cancelled" with logs and exit code.
+ReportTaskCompletion -> "success" / "failure" / "cancelled" / "timed_out" with logs and
+exit code. A task with retries left that fails, times out or is lost runs again: the
+finished attempt is stored as an attempt record, the task goes back to "queued" as its
+next attempt and is handed to its worker again after a back-off (1 s, 2 s, 4 s... at
+most 30 s).
 
 Write-ahead: what the master answers with success is committed first. Each change is
 handed to the ``TaskJournal`` (the store, through MasterPersistence) and awaited; the
@@ -38,7 +42,7 @@ from cloudai.api.models import TaskSubmission
 from cloudai.master.registry import WorkerRegistry
 from cloudai.master.worker_link import WorkerLink, WorkerUnavailable
 from cloudai.proto import pb
-from cloudai.task_lifecycle import LostTaskWatch, TaskEvent, can, next_status
+from cloudai.task_lifecycle import LostTaskWatch, TaskEvent, can, next_status, retryable
 from cloudai.task_status import RESULT_STATUSES, TERMINAL_STATUSES, TaskStatus
 from cloudai.telemetry.manager import TelemetryEvent
 from cloudai.telemetry.model import WorkerTelemetry
@@ -51,6 +55,11 @@ WAITING = "waiting for worker"
 """The message of a task stored "queued" while its worker is not connected."""
 UNCONFIRMED_PREFIX = "master restarted before the assignment was stored"
 """The start of the message of a task whose AssignTask outcome was never stored."""
+TIMED_OUT_REASON = "timed out"
+"""TaskResult.reason of a task its worker stopped at its time limit."""
+MAX_RETRY_DELAY = 30.0
+REPORTED_STATUSES = RESULT_STATUSES | {TaskStatus.TIMED_OUT}
+"""Statuses only a worker's result sets: once one is recorded, the task is settled."""
 
 
 class TaskError(Exception):
@@ -77,6 +86,58 @@ def check_submission(request: TaskSubmission) -> None:
         value = getattr(request, name)
         if not math.isfinite(value) or value < 0:
             raise TaskError("invalid", f"{name} must be a finite number >= 0")
+    if not math.isfinite(request.time_limit) or request.time_limit < 0:
+        raise TaskError("invalid", "time_limit must be a finite number of seconds >= 0")
+    if request.retries < 0:
+        raise TaskError("invalid", "retries must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedAttempt:
+    """One finished run of a task that runs again (or could have)."""
+
+    attempt: int
+    worker_id: str
+    status: TaskStatus
+    finished_at: float
+    message: str = ""
+    exit_code: int | None = None
+    started_at: float | None = None
+    logs: str = ""  # kept in the store only; the task book holds attempts without logs
+    logs_truncated: bool = False
+
+    def without_logs(self) -> FinishedAttempt:
+        return replace(self, logs="", logs_truncated=False)
+
+
+_RESULT_EVENT = {
+    TaskStatus.SUCCESS: TaskEvent.SUCCEEDED,
+    TaskStatus.FAILURE: TaskEvent.FAILED,
+    TaskStatus.CANCELLED: TaskEvent.CANCELLED,
+}
+_RESULT_STATUS = {
+    TaskEvent.SUCCEEDED: TaskStatus.SUCCESS,
+    TaskEvent.FAILED: TaskStatus.FAILURE,
+    TaskEvent.CANCELLED: TaskStatus.CANCELLED,
+    TaskEvent.TIMED_OUT: TaskStatus.TIMED_OUT,
+}
+
+
+def result_event(result: pb.TaskResult) -> TaskEvent:
+    """What a worker's TaskResult says happened: an unknown status is a failure, and a
+    failure its worker says timed out is a time-out."""
+    status = TaskStatus(result.status) if result.status in RESULT_STATUSES else TaskStatus.FAILURE
+    event = _RESULT_EVENT[status]
+    if event is TaskEvent.FAILED and result.reason == TIMED_OUT_REASON:
+        return TaskEvent.TIMED_OUT
+    return event
+
+
+def result_message(result: pb.TaskResult) -> str:
+    """The task's message once ``result`` is recorded."""
+    if result.reason:
+        return f"{result.reason} (reported by {result.worker_id})"
+    return f"reported by {result.worker_id}"
 
 
 @dataclass(slots=True)
@@ -98,9 +159,17 @@ class TaskState:
     logs: str = ""
     logs_truncated: bool = False
     result_location: str = ""
+    time_limit: float = 0.0  # seconds; 0: no limit
+    max_retries: int = 0
+    attempt: int = 1  # the current run; 1 for the first
+    attempts: tuple[FinishedAttempt, ...] = ()  # earlier runs, without their logs
 
     def copy(self) -> TaskState:
         return replace(self)
+
+    @property
+    def retries_left(self) -> int:
+        return max(0, self.max_retries + 1 - self.attempt)
 
     def to_proto(self) -> pb.Task:
         return pb.Task(
@@ -112,6 +181,8 @@ class TaskState:
             req_storage=self.req_storage,
             req_gpu=self.req_gpu,
             target_worker_id=self.target_worker_id,
+            time_limit_seconds=self.time_limit,
+            attempt=self.attempt,
         )
 
 
@@ -129,13 +200,16 @@ class TaskChange:
     """A change of one task for the journal: ``task`` is the whole new state (a copy).
 
     ``new``: the task is inserted (else updated); ``assignment``: an AssignTask attempt
-    to record with it; ``result``: the task's result (logs, exit code) is recorded too.
+    to record with it; ``result``: the task's result (logs, exit code) is recorded too;
+    ``finished_attempt``: the task runs again, and this is the run that ended.
     """
 
     task: TaskState
     new: bool = False
     assignment: Assignment | None = None
     result: bool = False
+    result_reason: str = ""
+    finished_attempt: FinishedAttempt | None = None
 
 
 class NotStored(Exception):
@@ -180,6 +254,7 @@ class TaskBook:
         start_deadline: float = 30.0,
         vanish_grace: float = 15.0,
         offline_wait: float = 600.0,
+        retry_delay: float = 1.0,
     ) -> None:
         """``start_deadline``: an accepted task its worker never lists as running by then is
         lost; ``vanish_grace``: a running task missing from its worker's heartbeats this
@@ -190,12 +265,14 @@ class TaskBook:
         self._clock = clock
         self._watch = LostTaskWatch(start_deadline, vanish_grace)
         self._offline_wait = offline_wait
+        self._retry_delay = retry_delay  # before the 1st retry; doubles, at most 30 s
         self._waiting: dict[str, dict[str, float]] = {}  # worker id -> task id -> deadline
         self._checker: asyncio.Task[None] | None = None
         self._dispatching: set[asyncio.Task[None]] = set()
         self._journal: TaskJournal = journal or UnrecordedJournal()
         self._tasks: dict[str, TaskState] = {}
         self._reserved: set[str] = set()  # ids being stored by submit, not in _tasks yet
+        self._handing: set[str] = set()  # ids with an AssignTask in flight
         self._busy: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # per task: lock, users
         self._listeners: list[TaskListener] = []
         self._assignment_listeners: list[AssignmentListener] = []
@@ -276,6 +353,8 @@ class TaskBook:
             req_storage=request.req_storage,
             req_gpu=request.req_gpu,
             submitted_at=self._clock(),
+            time_limit=request.time_limit,
+            max_retries=request.retries,
         )
         deadline = task.submitted_at + self._offline_wait
         if not connected:
@@ -302,12 +381,16 @@ class TaskBook:
     async def _dispatch(self, task: TaskState) -> TaskState:
         """AssignTask to the task's worker; its outcome stored; the task as stored."""
         task_id, worker_id = task.task_id, task.target_worker_id
+        self._handing.add(task_id)
         try:
-            ack = await self._link.assign_task(worker_id, task.to_proto())
-        except WorkerUnavailable as exc:
-            await self._assigned(task_id, Assignment(worker_id, False, str(exc)))
-            raise TaskError("unavailable", str(exc)) from None
-        return await self._assigned(task_id, Assignment(worker_id, ack.success, ack.message))
+            try:
+                ack = await self._link.assign_task(worker_id, task.to_proto())
+            except WorkerUnavailable as exc:
+                await self._assigned(task_id, Assignment(worker_id, False, str(exc)))
+                raise TaskError("unavailable", str(exc)) from None
+            return await self._assigned(task_id, Assignment(worker_id, ack.success, ack.message))
+        finally:
+            self._handing.discard(task_id)
 
     async def _assigned(self, task_id: str, attempt: Assignment) -> TaskState:
         """Store AssignTask's outcome with the task's new status; the task as stored."""
@@ -345,6 +428,12 @@ class TaskBook:
         task = self._require(task_id)
         if task.status in TERMINAL_STATUSES:
             raise TaskError("conflict", f"task {task_id} already finished ({task.status})")
+        if (
+            task.status is TaskStatus.QUEUED
+            and task_id not in self._watch
+            and task_id not in self._handing
+        ):
+            return await self._cancel_unsent(task_id)
         try:
             ack = await self._link.cancel_task(task.target_worker_id, task_id)
         except WorkerUnavailable as exc:
@@ -365,6 +454,24 @@ class TaskBook:
                 ) from None
         return task.copy()
 
+    async def _cancel_unsent(self, task_id: str) -> TaskState:
+        """Cancel a task no worker has: one waiting for its worker, or for its next attempt."""
+        async with self._exclusive(task_id):
+            task = self._tasks[task_id].copy()
+            if task.status is not TaskStatus.QUEUED:
+                raise TaskError("conflict", f"task {task_id} changed meanwhile ({task.status})")
+            task.status = TaskStatus.CANCELLED
+            task.message = f"cancelled before attempt {task.attempt} was handed to its worker"
+            task.finished_at = self._clock()
+            try:
+                await self._commit(TaskChange(task))
+            except NotStored as exc:
+                raise TaskError(
+                    "unavailable", f"task {task_id!r} not cancelled: the store failed ({exc})"
+                ) from None
+        self._waiting.get(task.target_worker_id, {}).pop(task_id, None)
+        return task.copy()
+
     async def record_result(self, result: pb.TaskResult) -> tuple[bool, str]:
         """A worker's ReportTaskCompletion, bound to what this master issued: a result
         for a task it never assigned to that worker is refused, and a task is finished
@@ -382,22 +489,47 @@ class TaskBook:
             )
         async with self._exclusive(result.task_id):
             task = self._tasks[result.task_id].copy()
-            if task.status in RESULT_STATUSES and task.finished_at is not None:
+            if 0 < result.attempt < task.attempt:
+                # A run that ended before this one started (its result came late):
+                # what it did is in the attempt records already, or it was lost.
+                return True, (
+                    f"result of attempt {result.attempt} ignored: task {task.task_id!r} "
+                    f"is on attempt {task.attempt}"
+                )
+            if task.status in REPORTED_STATUSES and task.finished_at is not None:
                 return True, "result already recorded"
-            status = (
-                TaskStatus(result.status)
-                if result.status in RESULT_STATUSES
-                else TaskStatus.FAILURE
-            )
-            task.logs = result.logs
-            task.logs_truncated = result.logs_truncated
-            task.exit_code = result.exit_code
-            task.result_location = result.result_location
-            task.status = status
-            task.message = f"reported by {result.worker_id}"
-            task.finished_at = self._clock()
+            event = result_event(result)
+            now = self._clock()
+            if retryable(event) and task.retries_left:
+                ended = FinishedAttempt(
+                    attempt=task.attempt,
+                    worker_id=result.worker_id,
+                    status=TaskStatus.TIMED_OUT
+                    if event is TaskEvent.TIMED_OUT
+                    else TaskStatus.FAILURE,
+                    finished_at=now,
+                    message=result_message(result),
+                    exit_code=result.exit_code,
+                    started_at=task.started_at,
+                    logs=result.logs,
+                    logs_truncated=result.logs_truncated,
+                )
+                change = self._retry_change(task, ended)
+            else:
+                task.logs = result.logs
+                task.logs_truncated = result.logs_truncated
+                task.exit_code = result.exit_code
+                task.result_location = result.result_location
+                task.status = (
+                    next_status(task.status, event)
+                    if can(task.status, event)
+                    else (_RESULT_STATUS[event])
+                )
+                task.message = result_message(result)
+                task.finished_at = now
+                change = TaskChange(task, result=True, result_reason=result.reason)
             try:
-                await self._commit(TaskChange(task, result=True))
+                await self._commit(change)
             except NotStored as exc:
                 raise TaskError(
                     "unavailable",
@@ -405,8 +537,58 @@ class TaskBook:
                     "deliver it again",
                 ) from None
         self._watch.finished(task.task_id)
-        log.info("task %s finished on %s: %s", task.task_id, result.worker_id, status)
+        if change.finished_attempt is not None:
+            log.info(
+                "task %s attempt %d on %s: %s; runs again (attempt %d of %d)",
+                task.task_id,
+                change.finished_attempt.attempt,
+                result.worker_id,
+                change.finished_attempt.status,
+                change.task.attempt,
+                change.task.max_retries + 1,
+            )
+            self._schedule_retry(change.task)
+            return True, "result recorded; the task runs again"
+        log.info("task %s finished on %s: %s", task.task_id, result.worker_id, task.status)
         return True, "result recorded"
+
+    def _retry_change(self, task: TaskState, ended: FinishedAttempt) -> TaskChange:
+        """``task`` (a copy) made its next attempt, queued again; the change to commit."""
+        task.status = next_status(task.status, TaskEvent.RETRIED)
+        task.attempts = (*task.attempts, ended.without_logs())
+        task.attempt += 1
+        task.started_at = task.finished_at = None
+        task.exit_code = None
+        task.logs, task.logs_truncated, task.result_location = "", False, ""
+        task.message = (
+            f"attempt {ended.attempt} {ended.status}"
+            f"{': ' + ended.message if ended.message else ''}; running it again "
+            f"(attempt {task.attempt} of {task.max_retries + 1})"
+        )
+        return TaskChange(task, finished_attempt=ended)
+
+    def _schedule_retry(self, task: TaskState) -> None:
+        """Hand the next attempt of ``task`` to its worker after the back-off (or, if it is
+        not connected then, when it registers)."""
+        delay = min(MAX_RETRY_DELAY, self._retry_delay * 2 ** (task.attempt - 2))
+        runner = asyncio.get_running_loop().create_task(
+            self._retry_after(task.task_id, task.attempt, delay), name=f"retry-{task.task_id}"
+        )
+        self._dispatching.add(runner)
+        runner.add_done_callback(self._dispatching.discard)
+
+    async def _retry_after(self, task_id: str, attempt: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        task = self._tasks.get(task_id)
+        if task is None or task.status is not TaskStatus.QUEUED or task.attempt != attempt:
+            return  # cancelled or changed meanwhile
+        if not self._registry.has_session(task.target_worker_id):
+            self._wait_for(task.target_worker_id, task_id, self._clock() + self._offline_wait)
+            return
+        try:
+            await self._dispatch(task.copy())
+        except TaskError as exc:
+            log.info("attempt %d of task %s not handed to its worker: %s", attempt, task_id, exc)
 
     def on_telemetry(self, state: WorkerTelemetry, event: TelemetryEvent) -> None:
         """Heartbeats list running tasks: mark ours "running" (written behind), only for
@@ -539,15 +721,30 @@ class TaskBook:
             if not can(task.status, event):
                 return False
             task = task.copy()
-            task.status = next_status(task.status, event)
-            task.message = f"lost: {reason}"
-            task.finished_at = self._clock()
+            now = self._clock()
+            if event is TaskEvent.LOST and task.retries_left:
+                ended = FinishedAttempt(
+                    attempt=task.attempt,
+                    worker_id=task.target_worker_id,
+                    status=TaskStatus.LOST,
+                    finished_at=now,
+                    message=f"lost: {reason}",
+                    started_at=task.started_at,
+                )
+                change = self._retry_change(task, ended)
+            else:
+                task.status = next_status(task.status, event)
+                task.message = f"lost: {reason}"
+                task.finished_at = now
+                change = TaskChange(task)
             try:
-                await self._commit(TaskChange(task))
+                await self._commit(change)
             except NotStored:
                 self._watch.assigned(task_id, task.target_worker_id, self._clock())
                 return False
         log.warning("task %s of worker %s is lost: %s", task_id, task.target_worker_id, reason)
+        if change.finished_attempt is not None:
+            self._schedule_retry(change.task)
         return True
 
     async def close(self) -> None:

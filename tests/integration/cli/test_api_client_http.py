@@ -97,6 +97,26 @@ WORKER = {
     "running_tasks": [],
     "last_update": 1_700_000_000.5,
 }
+WORKER_MEASURED: dict[str, object] = {
+    **dict.fromkeys(
+        (
+            "net_rx_bytes_per_sec",
+            "net_tx_bytes_per_sec",
+            "disk_read_bytes_per_sec",
+            "disk_write_bytes_per_sec",
+            "load_avg",
+            "memory_used_bytes",
+            "memory_total_bytes",
+            "storage_used_bytes",
+            "storage_total_bytes",
+            "gpu_memory_used_bytes",
+            "gpu_memory_total_bytes",
+        )
+    ),
+    "gpus": [],
+    "task_limits": "",
+}
+"""What a worker view adds (richer telemetry) when the master's answer has none of it."""
 TASK = {
     "task_id": "t1",
     "worker_id": "w1",
@@ -232,7 +252,7 @@ def test_workers_table_json_and_plain(fake: FakeMaster, capsys: pytest.CaptureFi
     code, out, _ = cloudai(capsys, "workers", "--url", fake.url)
     assert code == 0 and long_id in out and "42.0%" in out and "active" in out
     code, out, _ = cloudai(capsys, "workers", "--url", fake.url, "--json")
-    assert code == 0 and json.loads(out) == [{**WORKER, "worker_id": long_id}]
+    assert code == 0 and json.loads(out) == [{**WORKER, **WORKER_MEASURED, "worker_id": long_id}]
     code, out, _ = cloudai(capsys, "workers", "--url", fake.url, "--plain")
     header, row = out.splitlines()
     assert header.split("\t") == [

@@ -107,12 +107,22 @@ TASK = {
 }
 
 
+TASK_ADDITIONS = {"time_limit": 0.0, "retries": 0, "attempt": 1, "attempts": []}
+"""Fields added later, after the original ones: defaults for a task that has none."""
+
+
 def test_response_shapes_are_the_apis() -> None:
-    """Field names, order and JSON types as the API has always sent them."""
-    assert orjson.loads(Task.model_validate(TASK).model_dump_json()) == TASK
-    assert list(orjson.loads(Task.model_validate(TASK).model_dump_json())) == list(TASK)
+    """Field names, order and JSON types as the API has always sent them (additions after)."""
+    sent = orjson.loads(Task.model_validate(TASK).model_dump_json())
+    assert sent == {**TASK, **TASK_ADDITIONS}
+    assert list(sent) == [*TASK, *TASK_ADDITIONS]
     with_logs = TaskWithLogs.model_validate({**TASK, "logs": "hi\n", "logs_truncated": False})
-    assert list(orjson.loads(with_logs.model_dump_json())) == [*TASK, "logs", "logs_truncated"]
+    assert list(orjson.loads(with_logs.model_dump_json())) == [
+        *TASK,
+        *TASK_ADDITIONS,
+        "logs",
+        "logs_truncated",
+    ]
     logs = TaskLogs(task_id="t1", status=TaskStatus.FAILURE, exit_code=3, logs="x", time=9.5)
     assert orjson.loads(logs.model_dump_json()) == {
         "task_id": "t1",
@@ -146,8 +156,27 @@ def test_response_shapes_are_the_apis() -> None:
         "gpu_usage",
         "running_tasks",
         "last_update",
+        *WORKER_ADDITIONS,
+        "task_limits",  # how the worker enforces task limits, added after them
     ]
     assert "fanout_tick_ms" in ClusterSummary.model_fields
+
+
+WORKER_ADDITIONS = [
+    "net_rx_bytes_per_sec",
+    "net_tx_bytes_per_sec",
+    "disk_read_bytes_per_sec",
+    "disk_write_bytes_per_sec",
+    "load_avg",
+    "memory_used_bytes",
+    "memory_total_bytes",
+    "storage_used_bytes",
+    "storage_total_bytes",
+    "gpu_memory_used_bytes",
+    "gpu_memory_total_bytes",
+    "gpus",
+]
+"""A worker's richer telemetry, added after the original fields (null: not measured)."""
 
 
 def test_responses_ignore_fields_a_newer_master_adds() -> None:

@@ -137,7 +137,7 @@ def test_every_operation_documents_its_answers(
         "202", "401", "403", "404", "409", "503",
     } | limited  # fmt: skip
     assert set(ops["DELETE", "/api/workers/{worker_id}"]["responses"]) == {
-        "204", "401", "403", "404",
+        "204", "401", "403", "404", "503",
     } | limited  # fmt: skip
     reads = {"401", "429"} if secure else set()
     assert set(ops["GET", "/api/workers"]["responses"]) == {"200"} | reads

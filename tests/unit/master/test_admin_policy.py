@@ -134,7 +134,7 @@ def test_the_task_query_is_checked() -> None:
     assert info.value.status == 400
     assert info.value.message == (
         "status must be one of 'queued', 'assigned', 'running', 'success', 'failure', "
-        "'cancelled', 'rejected' or 'lost', got 'bogus'"
+        "'cancelled', 'rejected', 'lost' or 'timed_out', got 'bogus'"
     )
     with pytest.raises(Refusal, match="worker_id 'a b' has invalid characters"):
         _query("worker_id=a%20b")

@@ -4,13 +4,14 @@ workers are faked."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from cloudai.api.models import TaskSubmission, WorkerRegistration
 from cloudai.master.cluster_admin import AdminError, ClusterAdmin, ErrorKind, MasterCounters
 from cloudai.master.registry import WorkerRegistry
-from cloudai.master.tasks import TaskBook
+from cloudai.master.tasks import NotStored, TaskBook
 from cloudai.master.worker_link import WorkerUnavailable
 from cloudai.proto import pb
 from cloudai.task_status import TaskStatus
@@ -36,7 +37,7 @@ class FakeLink:
 
 
 class Parts:
-    def __init__(self) -> None:
+    def __init__(self, registry_committed: Callable[[], Awaitable[None]] | None = None) -> None:
         self.now = 1000.0
         self.registry = WorkerRegistry(clock=lambda: self.now)
         self.telemetry = TelemetryManager(30.0)
@@ -49,11 +50,17 @@ class Parts:
             fanout_tick=lambda: 0.005,
         )
         self.admin = ClusterAdmin(
-            self.registry, self.telemetry, self.tasks, self.link, counters, clock=lambda: self.now
-        )  # type: ignore[arg-type]
+            self.registry,
+            self.telemetry,
+            self.tasks,
+            self.link,  # type: ignore[arg-type]
+            counters,
+            clock=lambda: self.now,
+            registry_committed=registry_committed,
+        )
 
-    def join(self, worker_id: str) -> None:
-        self.admin.authorise_worker(WorkerRegistration(worker_id=worker_id))
+    async def join(self, worker_id: str) -> None:
+        await self.admin.authorise_worker(WorkerRegistration(worker_id=worker_id))
         ok, message = self.registry.register(pb.WorkerInfo(worker_id=worker_id, total_cpu=4))
         assert ok, message
 
@@ -63,31 +70,35 @@ def parts() -> Parts:
     return Parts()
 
 
-def test_authorise_calls_master_register_only_with_an_address(parts: Parts) -> None:
-    worker = parts.admin.authorise_worker(WorkerRegistration(worker_id="w1"))
+async def test_authorise_calls_master_register_only_with_an_address(parts: Parts) -> None:
+    worker = await parts.admin.authorise_worker(WorkerRegistration(worker_id="w1"))
     assert (worker.worker_id, worker.registered, worker.last_update) == ("w1", False, None)
     assert parts.link.connected == []
-    parts.admin.authorise_worker(WorkerRegistration(worker_id="w2", address="127.0.0.1:50052"))
+    await parts.admin.authorise_worker(
+        WorkerRegistration(worker_id="w2", address="127.0.0.1:50052")
+    )
     assert parts.link.connected == ["w2"]
     assert parts.admin.worker_ids() == ["w1", "w2"]
 
 
-def test_register_of_a_known_worker_always_reannounces(parts: Parts) -> None:
+async def test_register_of_a_known_worker_always_reannounces(parts: Parts) -> None:
     """Also for a worker that holds a session: the call is what brings back a worker that
     lost its master; and with the address stored, the admin need not type it again."""
     request = WorkerRegistration(worker_id="w1", address="127.0.0.1:50052")
-    parts.admin.authorise_worker(request)
+    await parts.admin.authorise_worker(request)
     ok, message = parts.registry.register(pb.WorkerInfo(worker_id="w1"))
     assert ok, message
-    parts.admin.authorise_worker(request)
-    parts.admin.authorise_worker(WorkerRegistration(worker_id="w1"))
+    await parts.admin.authorise_worker(request)
+    await parts.admin.authorise_worker(WorkerRegistration(worker_id="w1"))
     assert parts.link.connected == ["w1", "w1", "w1"]
     assert parts.registry.get("w1").address == "127.0.0.1:50052"  # type: ignore[union-attr]
 
 
-def test_unknown_workers_and_tasks_are_not_found(parts: Parts) -> None:
+async def test_unknown_workers_and_tasks_are_not_found(parts: Parts) -> None:
+    with pytest.raises(AdminError) as refused:
+        await parts.admin.revoke_worker("nobody")
+    assert refused.value.kind is ErrorKind.NOT_FOUND
     for call in (
-        lambda: parts.admin.revoke_worker("nobody"),
         lambda: parts.admin.get_worker("nobody"),
         lambda: parts.admin.get_task("t-none"),
         lambda: parts.admin.task_logs("t-none"),
@@ -101,13 +112,13 @@ async def test_submit_outcomes(parts: Parts) -> None:
     with pytest.raises(AdminError) as refused:
         await parts.admin.submit_task(TaskSubmission(worker_id="nobody", command="true"))
     assert refused.value.kind is ErrorKind.NOT_FOUND
-    parts.admin.authorise_worker(WorkerRegistration(worker_id="w1"))
+    await parts.admin.authorise_worker(WorkerRegistration(worker_id="w1"))
     waiting = await parts.admin.submit_task(
         TaskSubmission(worker_id="w1", command="true", task_id="early")
     )  # the worker is not connected: the task waits for it
     assert waiting.status is TaskStatus.QUEUED
     assert waiting.message.startswith("waiting for worker 'w1' to connect")
-    parts.join("w1")
+    await parts.join("w1")
     task = await parts.admin.submit_task(
         TaskSubmission(worker_id="w1", command="true", task_id="a")
     )
@@ -129,7 +140,7 @@ async def test_submit_outcomes(parts: Parts) -> None:
 
 
 async def test_lists_logs_and_summary(parts: Parts) -> None:
-    parts.join("w1")
+    await parts.join("w1")
     for n, task_id in enumerate(("b", "a", "c")):
         parts.now = 1000.0 + n
         await parts.admin.submit_task(
@@ -157,15 +168,15 @@ async def test_lists_logs_and_summary(parts: Parts) -> None:
     assert (summary.websocket_clients, summary.fanout_tick_ms) == (2, 5.0)
 
 
-def test_revoke_forgets_the_worker(parts: Parts) -> None:
-    parts.join("w1")
-    parts.admin.revoke_worker("w1")
+async def test_revoke_forgets_the_worker(parts: Parts) -> None:
+    await parts.join("w1")
+    await parts.admin.revoke_worker("w1")
     assert parts.admin.list_workers() == []
 
 
 async def test_any_worker_places_the_task_where_it_fits(parts: Parts) -> None:
     for worker_id, cpu in (("small", 2), ("big", 16), ("down", 64)):
-        parts.admin.authorise_worker(WorkerRegistration(worker_id=worker_id))
+        await parts.admin.authorise_worker(WorkerRegistration(worker_id=worker_id))
         ok, _ = parts.registry.register(
             pb.WorkerInfo(worker_id=worker_id, total_cpu=cpu, total_memory=64)
         )
@@ -202,3 +213,28 @@ def test_worker_id_or_any_worker() -> None:
     for body in ({"command": "x"}, {"command": "x", "worker_id": "w", "any_worker": True}):
         with pytest.raises(ValidationError, match="either a worker_id or any_worker"):
             TaskSubmission.model_validate(body)
+
+
+async def test_register_and_unregister_answer_only_once_stored() -> None:
+    """The admin is told "done" only when the store committed it; a store that does not
+    confirm makes the answer UNAVAILABLE, and the master does not call the worker yet."""
+    confirmations: list[str] = []
+    stored = True
+
+    async def committed() -> None:
+        confirmations.append("asked")
+        if not stored:
+            raise NotStored("the database is unreachable")
+
+    parts = Parts(registry_committed=committed)
+    await parts.admin.authorise_worker(WorkerRegistration(worker_id="w1", address="h:1"))
+    assert confirmations == ["asked"] and parts.link.connected == ["w1"]
+    stored = False
+    with pytest.raises(AdminError) as refused:
+        await parts.admin.authorise_worker(WorkerRegistration(worker_id="w2", address="h:2"))
+    assert refused.value.kind is ErrorKind.UNAVAILABLE
+    assert "worker 'w2' is authorised in this master, but not stored yet" in refused.value.message
+    assert parts.link.connected == ["w1"]
+    with pytest.raises(AdminError) as refused:
+        await parts.admin.revoke_worker("w1")
+    assert refused.value.kind is ErrorKind.UNAVAILABLE
