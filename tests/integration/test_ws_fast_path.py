@@ -1,8 +1,9 @@
 """The hub's fan-out against real sockets: the master's aiohttp app with the real
 TelemetryHub, in this process on an ephemeral loopback port, and real aiohttp WebSocket
 clients. A client that keeps up gets each tick's frame written straight to its transport
-(the hub's own frame header, parsed by aiohttp's client); a client that falls behind, or
-a compressed one, goes through its writer task and still ends with every worker's latest
+(the hub's own frame header, parsed by aiohttp's client; compressed by the hub for a
+client that negotiated permessage-deflate); a client that falls behind goes through its
+writer task and still ends with every worker's latest
 state. Each scenario runs on asyncio's event loop and on uvloop's (the master's): the
 hub writes to and queries either one's transports."""
 
@@ -189,19 +190,23 @@ def test_a_client_that_stops_reading_is_served_by_its_writer_and_catches_up(
     run(stops_reading())
 
 
-async def stops_reading() -> None:
+async def stops_reading(deflate: int = 0) -> None:
+    """``deflate``: both clients negotiate permessage-deflate (the writer path then
+    compresses each frame itself and waits on the connection's drain; slow to back up,
+    so the unit tests cover that path with fakes)."""
     hub = RecordingHub()
     workers = [f"w{n:03d}" for n in range(300)]
     connector = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
     async with (
-        serving(hub) as url,
+        serving(hub, compression=bool(deflate)) as url,
         aiohttp.ClientSession() as http,
         aiohttp.ClientSession(connector=connector) as slow_http,
     ):
-        fast_ws = await http.ws_connect(f"{url}/ws/telemetry")
+        fast_ws = await http.ws_connect(f"{url}/ws/telemetry", compress=deflate)
         fast = await joined(hub, 1)
-        slow_ws = await slow_http.ws_connect(f"{url}/ws/telemetry")  # and never reads
-        slow = await joined(hub, 2)
+        slow_ws = await slow_http.ws_connect(f"{url}/ws/telemetry", compress=deflate)
+        slow = await joined(hub, 2)  # and never reads
+        assert slow.deflate == fast.deflate == deflate
         reader = Reader(fast_ws)
         await wait_for(lambda: len(reader.frames) == 1, "the fast client's snapshot")
         await wait_for(lambda: not fast.sending and not slow.sending, "the snapshots' sends")
@@ -241,24 +246,30 @@ async def stops_reading() -> None:
         await slow_ws.close()
 
 
-def test_a_compressed_client_never_gets_direct_writes(run: Callable[[Scenario], None]) -> None:
+def test_a_compressed_client_gets_frames_the_hub_compressed(
+    run: Callable[[Scenario], None],
+) -> None:
     run(compressed())
 
 
 async def compressed() -> None:
+    """permessage-deflate: the hub compresses each frame on its own (no context takeover)
+    and writes it directly; aiohttp's client inflates every one of them."""
     hub = RecordingHub()
     workers = [f"w{n}" for n in range(50)]
     async with serving(hub, compression=True) as url, aiohttp.ClientSession() as http:
         ws = await http.ws_connect(f"{url}/ws/telemetry", compress=15)
         client = await joined(hub, 1)
-        assert ws.compress == 15 and client.transport is None
+        assert ws.compress == 15 and client.transport is not None and client.deflate == 15
         reader = Reader(ws)
         for tick in range(1, 101):
             publish(hub, [state(w, float(tick)) for w in workers[tick % 5 :: 5]])
         # Worker n last changed at the last tick t <= 100 with t % 5 == n % 5.
         expected = {w: float(100 - (100 - n) % 5) for n, w in enumerate(workers)}
         await wait_for(reader.has(expected), "every worker's latest state")
-        assert client.direct_sends == 0 and hub.stats.direct_sends == 0
-        assert client.frames_sent == len(reader.frames)
+        assert client.direct_sends > 0
+        assert hub.stats.compressed_sends == client.frames_sent == len(reader.frames)
+        # Compressed on the wire: fewer bytes than the JSON the client read.
+        assert hub.stats.bytes_sent < sum(len(orjson.dumps(f)) for f in reader.frames)
         await reader.stop()
         await ws.close()

@@ -49,3 +49,27 @@ def test_empty_snapshot_frame_is_sent() -> None:
     buf = ClientBuffer()
     assert buf.offer(b"{}", {}) is True
     assert buf.take() == b"{}"
+
+
+def test_events_go_first_in_order_and_are_bounded() -> None:
+    buf = ClientBuffer(max_events=3)
+    assert buf.offer_event(b"e0") is True
+    offer(buf, a=1)
+    for i in range(1, 5):
+        assert buf.offer_event(f"e{i}".encode()) is False
+    assert buf.events_dropped == 2  # e0 and e1: the oldest
+    assert [buf.take() for _ in range(3)] == [b"e2", b"e3", b"e4"]
+    frame = buf.take()
+    assert frame is not None and orjson.loads(frame) == {"a": {"v": 1}}
+    assert buf.take() is None and buf.is_empty
+
+
+def test_replace_drops_pending_telemetry_but_keeps_events() -> None:
+    buf = ClientBuffer()
+    offer(buf, a=1, b=2)
+    buf.offer_event(b"ack")
+    assert buf.replace(b"{}", {}) is False
+    assert buf.take() == b"ack" and buf.take() == b"{}" and buf.take() is None
+    offer(buf, a=1)
+    buf.drop_telemetry()
+    assert buf.is_empty

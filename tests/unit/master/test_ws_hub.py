@@ -12,7 +12,15 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 
-from cloudai.master.ws_hub import HubClient, TelemetryHub, tick_interval, ws_text_header
+from cloudai.master.ws_hub import (
+    RATE_WINDOW,
+    HubClient,
+    TelemetryHub,
+    UpdateRate,
+    light_load_tick,
+    tick_interval,
+    ws_text_header,
+)
 from cloudai.proto import pb
 from cloudai.telemetry.manager import TelemetryEvent
 from cloudai.telemetry.model import WorkerTelemetry
@@ -84,6 +92,13 @@ def state(worker_id: str, cpu: float) -> WorkerTelemetry:
     return WorkerTelemetry(worker_id, cpu_usage=cpu, is_active=True)
 
 
+def busy(hub: TelemetryHub, updates_per_s: float, now: float) -> None:
+    """Make the hub believe it has been receiving ``updates_per_s`` (its measured rate
+    decides whether a tick is worth waiting for: ``light_load_tick``)."""
+    hub._update_rate.observe(hub.stats.updates, now)
+    hub._update_rate.rate = updates_per_s
+
+
 async def settle(hub: TelemetryHub) -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -101,6 +116,35 @@ def test_ws_text_header_frames_round_trip(length: int) -> None:
     assert unframe(ws_text_header(length) + payload) == payload
 
 
+def test_under_light_load_there_is_no_tick() -> None:
+    # 10 clients x 1,000 updates/s = 10,000 frames/s: under half of 40,000, no tick
+    assert light_load_tick(0.005, 10, 1000.0, 40_000) == 0.0
+    # 100 clients x 1,000 updates/s: far over it, the tick as configured
+    assert light_load_tick(0.005, 100, 1000.0, 40_000) == 0.005
+    assert light_load_tick(0.025, 1000, 1000.0, 40_000) == 0.025
+    assert light_load_tick(0.005, 30, 1000.0, 40_000) == 0.005  # 30,000 > 20,000
+    assert light_load_tick(0.0, 100, 1000.0, 40_000) == 0.0  # no batching stays none
+
+
+def test_the_update_rate_is_measured_over_windows() -> None:
+    rate = UpdateRate()
+    assert rate.observe(0, 10.0) == 0.0  # the first look starts a window
+    assert rate.observe(50, 10.1) == 0.0  # shorter than RATE_WINDOW: the last figure
+    assert rate.observe(500, 10.0 + RATE_WINDOW * 2) == pytest.approx(1000.0)
+    assert rate.observe(500, 10.0 + RATE_WINDOW * 4) == 0.0  # quiet since
+
+
+async def test_a_lone_update_goes_out_at_the_next_loop_iteration() -> None:
+    hub = TelemetryHub(batch_interval=0.005)
+    ws = FakeWebSocket()
+    join(hub, ws, "c0")
+    await settle(hub)
+    hub.on_telemetry(state("w1", 1.0), TelemetryEvent.UPDATE)
+    assert not isinstance(hub._flush_handle, asyncio.TimerHandle)  # no 5 ms wait
+    await settle(hub)
+    assert ws.messages()[-1]["w1"]["cpu_usage"] == 1.0
+
+
 def test_the_tick_grows_with_the_clients_to_stay_under_the_frame_rate() -> None:
     assert tick_interval(0.005, 1, 25_000) == 0.005
     assert tick_interval(0.005, 100, 25_000) == 0.005  # 100 / 25,000 = 4 ms < 5 ms
@@ -114,6 +158,7 @@ async def test_a_tick_with_many_clients_is_longer() -> None:
     await settle(hub)
     loop = asyncio.get_running_loop()
     began = loop.time()
+    busy(hub, 100.0, began)  # 5 clients x 100 updates/s: over the light-load share
     hub.on_telemetry(state("w1", 1.0), TelemetryEvent.UPDATE)
     handle = hub._flush_handle
     assert isinstance(handle, asyncio.TimerHandle)
