@@ -125,6 +125,9 @@ class MasterClient:
         self._closed = False
         self._outage_logged = False
         self._undelivered: set[str] = set()  # failures already logged, per task
+        # Awaited before each result is delivered (the live output flushes the task's
+        # output first: docs/TASK_OUTPUT.md).
+        self.before_result: Callable[[pb.TaskResult], Awaitable[None]] | None = None
 
     # -- public -----------------------------------------------------------------------------
 
@@ -153,6 +156,17 @@ class MasterClient:
     def notify_result(self, _result: object = None) -> None:
         """A result was spooled: deliver it when possible."""
         self._deliver_wake.set()
+
+    async def append_output(self, chunk: pb.TaskOutput) -> pb.TaskOutputAck:
+        """One AppendTaskOutput to the registered master; ConnectionError while there is
+        none, the RPC's error when it fails."""
+        if not self._registered.is_set() or self._channel is None:
+            raise ConnectionError("not registered with a master")
+        stub = rpc.MasterWorkerStub(self._channel)
+        ack: pb.TaskOutputAck = await stub.AppendTaskOutput(
+            chunk, timeout=self.settings.rpc_timeout
+        )
+        return ack
 
     async def wait_registered(self, timeout: float | None = None) -> bool:
         try:
@@ -457,7 +471,10 @@ class MasterClient:
 
     async def _deliver(self, result: pb.TaskResult) -> bool:
         """One ReportTaskCompletion; True when the result is settled (acked or set aside)."""
-        assert self._channel is not None
+        if self.before_result is not None:
+            await self.before_result(result)
+        if self._channel is None:
+            return False
         stub = rpc.MasterWorkerStub(self._channel)
         try:
             ack = await stub.ReportTaskCompletion(result, timeout=self.settings.rpc_timeout)
@@ -497,7 +514,7 @@ class MasterClient:
             return True
         # success=true: stored by the master (committed before it answered); only now
         # may the spooled copy go.
-        await asyncio.to_thread(self._spool.remove, result.task_id)
+        await asyncio.to_thread(self._spool.remove, result.task_id, result.attempt)
         self._undelivered.discard(result.task_id)
         self.stats.results_delivered += 1
         log.info("result of task %s delivered (%s)", result.task_id, result.status)

@@ -4,7 +4,31 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+
+OutputTap = Callable[[bytes], None]
+"""Called with every piece of a task's output as it is written, from the writing thread
+(the event loop or the Docker runtime's reader thread): it must be quick and not raise."""
+
+_taps: dict[Path, OutputTap] = {}
+_taps_lock = threading.Lock()
+
+
+def set_output_tap(path: Path, tap: OutputTap | None) -> None:
+    """Give the next ``BoundedLog`` opened at ``path`` a tap (None: remove it). The
+    worker's live output stream (``worker/output_stream.py``) sets one per task run
+    before the runtime starts it, so that the runtimes need not know about it."""
+    with _taps_lock:
+        if tap is None:
+            _taps.pop(path, None)
+        else:
+            _taps[path] = tap
+
+
+def output_tap(path: Path) -> OutputTap | None:
+    with _taps_lock:
+        return _taps.get(path)
 
 
 class BoundedLog:
@@ -23,6 +47,7 @@ class BoundedLog:
         self.total_bytes = 0
         self._size = 0
         self._lock = threading.Lock()
+        self._tap = output_tap(path)
         # Unbuffered: the file shows the output as it comes (tail -f works).
         self._file = open(path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
 
@@ -32,6 +57,8 @@ class BoundedLog:
         with self._lock:
             if self._file.closed:
                 return
+            if self._tap is not None:
+                self._tap(data)
             self.total_bytes += len(data)
             if len(data) >= self.limit:
                 self._replace(data[-self.limit :])
