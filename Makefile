@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench proto clean
+.PHONY: run test lint bench proto clean dashboard
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# The web dashboard (web/ -> src/cloudai/web/, served by the master at /): `pip install`
+# builds it (setup.py); this rebuilds it when its sources change. `npm ci` installs the
+# build tools the lock file pins. Without npm the master serves a line saying so.
+WEB_BUILT   := src/cloudai/web/index.html
+WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.config.ts \
+               web/tsconfig.json $(wildcard web/src/*)
+
+$(WEB_BUILT): $(WEB_SOURCES) | $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then \
+		cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent; \
+	else echo "npm not found: the web dashboard is not built (the master says so at /)"; fi
+
+dashboard: $(WEB_BUILT)
+
+run: $(STAMP) dashboard
 	$(BIN)/cloudai up --workers $${WORKERS:-3}
 
 # Gates, cheapest first; the first that fails stops the run. COVERAGE_FLOOR: the total
@@ -22,7 +36,7 @@ run: $(STAMP)
 # run fails.
 COVERAGE_FLOOR ?= 84
 
-test: $(STAMP)
+test: $(STAMP) dashboard
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
@@ -41,4 +55,4 @@ proto: $(STAMP)
 	scripts/gen_proto.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .coverage .coverage.*
+	rm -rf $(VENV) build *.egg-info web/node_modules src/cloudai/web .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .coverage .coverage.*

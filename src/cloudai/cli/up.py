@@ -100,6 +100,8 @@ def banner(
             "",
             f"CloudAI local cluster: master gRPC {shown}:{grpc_port}, "
             f"HTTP {shown}:{http_port}, workers: {', '.join(ids) or 'none'}",
+            f"  dashboard:    {scheme}://{shown}:{http_port}/"
+            + (f" (API token: {ca_file.parent.parent / 'admin.token'})" if ca_file else ""),
             f"  watch live:   cloudai top --url {scheme}://{shown}:{http_port}",
             f"  stream:       {ws}://{shown}:{http_port}/ws/telemetry",
             f"  health:       curl {f'--cacert {ca_file} ' if ca_file else ''}"
