@@ -1,0 +1,145 @@
+"""What travels on the bus, as bytes (pure; no sockets).
+
+Telemetry: ``T1`` + the gateway's receive time (u64, microseconds since the epoch) + the
+``Heartbeat`` exactly as the worker sent it (protobuf): the master and other gateways
+parse it with the same generated code as a heartbeat that came over gRPC.
+
+A forwarded call: ``C1`` + the peer's description (u16 length) + the caller's client
+certificate, PEM (u32 length; empty in plaintext mode) + the request's protobuf bytes.
+The master runs its own handler on it with that certificate, so the identity rules are
+the master's, unchanged; the gateway has already checked, in the TLS handshake, that the
+caller holds the certificate's key.
+
+A reply: ``R1`` + the gRPC status code (u8, 0 = OK) + details (u16 length) + the
+response's protobuf bytes.
+
+Session events: ``S1`` + a JSON object: ``{"forget": "<worker>"}`` (a gateway must ask
+again before accepting that worker's heartbeats) or ``{"reset": "<boot id>"}`` (the
+master started: forget every session).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import orjson
+
+_TELEMETRY = b"T1"
+_CALL = b"C1"
+_REPLY = b"R1"
+_SESSION = b"S1"
+_TIME = struct.Struct("!Q")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+
+class BusDecodeError(ValueError):
+    """Bytes on the bus that are not what their subject carries."""
+
+
+def encode_telemetry(heartbeat: bytes, received_at: float) -> bytes:
+    return _TELEMETRY + _TIME.pack(int(received_at * 1_000_000)) + heartbeat
+
+
+def decode_telemetry(data: bytes) -> tuple[float, bytes]:
+    """(receive time in seconds since the epoch, the Heartbeat's bytes)."""
+    if len(data) < 10 or data[:2] != _TELEMETRY:
+        raise BusDecodeError("not a telemetry message")
+    (micros,) = _TIME.unpack_from(data, 2)
+    return micros / 1_000_000, data[10:]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedCall:
+    peer: str  # who called the gateway, for log lines ("gateway g1 for ipv4:...")
+    certificate: bytes  # the caller's client certificate (PEM); b"": plaintext mode
+    payload: bytes  # the request, protobuf
+
+
+def encode_call(call: ForwardedCall) -> bytes:
+    peer = call.peer.encode()[:65535]
+    return b"".join(
+        (
+            _CALL,
+            _U16.pack(len(peer)),
+            peer,
+            _U32.pack(len(call.certificate)),
+            call.certificate,
+            call.payload,
+        )
+    )
+
+
+def decode_call(data: bytes) -> ForwardedCall:
+    try:
+        if data[:2] != _CALL:
+            raise BusDecodeError("not a forwarded call")
+        (peer_len,) = _U16.unpack_from(data, 2)
+        at = 4 + peer_len
+        peer = data[4:at].decode()
+        (cert_len,) = _U32.unpack_from(data, at)
+        at += 4
+        if at + cert_len > len(data):
+            raise BusDecodeError("truncated forwarded call")
+        return ForwardedCall(peer, data[at : at + cert_len], data[at + cert_len :])
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise BusDecodeError(f"bad forwarded call: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CallReply:
+    code: int  # grpc.StatusCode's number; 0: OK
+    details: str
+    payload: bytes  # the response, protobuf (empty unless OK)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+def encode_reply(reply: CallReply) -> bytes:
+    details = reply.details.encode()[:65535]
+    return _REPLY + bytes((reply.code,)) + _U16.pack(len(details)) + details + reply.payload
+
+
+def decode_reply(data: bytes) -> CallReply:
+    try:
+        if data[:2] != _REPLY:
+            raise BusDecodeError("not a call reply")
+        code = data[2]
+        (details_len,) = _U16.unpack_from(data, 3)
+        at = 5 + details_len
+        if at > len(data):
+            raise BusDecodeError("truncated call reply")
+        return CallReply(code, data[5:at].decode(), data[at:])
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise BusDecodeError(f"bad call reply: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    forget: str | None = None  # this worker's session must be checked again
+    reset: str | None = None  # the master (this boot id) started: forget every session
+
+
+def encode_session_event(event: SessionEvent) -> bytes:
+    body = {"forget": event.forget} if event.forget is not None else {"reset": event.reset}
+    return _SESSION + orjson.dumps(body)
+
+
+def decode_session_event(data: bytes) -> SessionEvent:
+    if data[:2] != _SESSION:
+        raise BusDecodeError("not a session event")
+    try:
+        body = orjson.loads(data[2:])
+    except orjson.JSONDecodeError as exc:
+        raise BusDecodeError(f"bad session event: {exc}") from None
+    if not isinstance(body, dict):
+        raise BusDecodeError("bad session event: not an object")
+    forget, reset = body.get("forget"), body.get("reset")
+    if isinstance(forget, str):
+        return SessionEvent(forget=forget)
+    if isinstance(reset, str):
+        return SessionEvent(reset=reset)
+    raise BusDecodeError("bad session event: neither forget nor reset")

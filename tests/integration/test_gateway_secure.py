@@ -1,0 +1,124 @@
+"""A gateway in secure mode: mutual TLS with workers, a certificate from the cluster CA
+(`cloudai gateway --issue-tls-dir`), and the master's identity rules applied to the
+certificate each worker showed the gateway. A joined worker's heartbeats reach the
+master through the gateway; another worker's certificate cannot act for it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from cloudai.proto import pb, rpc
+from cloudai.security.pki import MASTER_DNS
+from tests.bus_harness import bus_prefix, reachable_nats
+from tests.harness import (
+    admin_client,
+    child_env,
+    cloudai_command,
+    start_master,
+    start_process,
+    start_worker,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def nats_url() -> str:
+    return reachable_nats()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Subjects of this test only (other runs may share the NATS server)."""
+    return bus_prefix()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Any]]:
+    started: list[Any] = []
+    yield started
+    for process in reversed(started):
+        process.close()
+
+
+def worker_credentials(work_dir: Path) -> grpc.ChannelCredentials:
+    tls = work_dir / "tls"
+    return grpc.ssl_channel_credentials(
+        root_certificates=(tls / "ca.pem").read_bytes(),
+        private_key=(tls / "worker.key").read_bytes(),
+        certificate_chain=(tls / "worker.pem").read_bytes(),
+    )
+
+
+async def test_workers_reach_a_secure_master_through_a_secure_gateway(
+    tmp_path: Path,
+    nats_url: str,
+    prefix: str,
+    processes: list[Any],
+) -> None:
+    master = start_master(tmp_path, "--bus", nats_url, secure=True, CLOUDAI_BUS_PREFIX=prefix)
+    processes.append(master)
+    tls_dir = tmp_path / "gateway-tls"
+    await asyncio.to_thread(
+        subprocess.run,
+        cloudai_command(
+            "gateway", "--issue-tls-dir", str(tls_dir), "--data-dir", str(tmp_path / "data")
+        ),
+        check=True,
+        env=child_env(),
+        capture_output=True,
+    )
+    assert (tls_dir / "gateway.key").stat().st_mode & 0o077 == 0
+    gateway = start_process(
+        ["gateway", "--id", "g1", "--bus", nats_url, "--host", "127.0.0.1", "--grpc-port", "0",
+         "--tls-dir", str(tls_dir)],
+        tmp_path,
+        "gateway",
+        CLOUDAI_BUS_PREFIX=prefix,
+    )  # fmt: skip
+    processes.append(gateway)
+    address = f"127.0.0.1:{gateway.ready['grpc_port']}"
+    api = admin_client(master)
+    for worker_id in ("w1", "w2"):
+        token = api.create_join_token(uses=1, worker_id=worker_id).token
+        processes.append(
+            start_worker(tmp_path, worker_id, "--interval", "0.3", master=address, join=token)
+        )
+
+    def active(worker_id: str) -> bool:
+        view = api.worker(worker_id).model_dump(mode="json")
+        return bool(view.get("is_active") and view.get("memory_usage"))
+
+    wait_until(lambda: active("w1") and active("w2"), 30, "w1 and w2 active through the gateway")
+    assert "gateway g1 for" in master.log()
+
+    # w2's certificate, acting for w1 through the gateway: the master's rule refuses it.
+    options = [("grpc.ssl_target_name_override", MASTER_DNS)]
+    credentials = worker_credentials(tmp_path / "work-w2")
+    async with grpc.aio.secure_channel(address, credentials, options) as channel:
+        stub = rpc.MasterWorkerStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SendHeartbeat(pb.Heartbeat(worker_id="w1", cpu_usage=1.0), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as register:
+            await stub.RegisterWorker(pb.WorkerInfo(worker_id="w1", total_cpu=1), timeout=10)
+        assert register.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # Its own id, with its own certificate: accepted.
+        await stub.SendHeartbeat(pb.Heartbeat(worker_id="w2", cpu_usage=1.0), timeout=10)
+    # No certificate at all: the TLS handshake fails at the gateway.
+    plain = grpc.ssl_channel_credentials((tls_dir / "ca.pem").read_bytes())
+    async with grpc.aio.secure_channel(address, plain, options) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await rpc.MasterWorkerStub(channel).SendHeartbeat(
+                pb.Heartbeat(worker_id="w1"), timeout=5
+            )
+        assert anonymous.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert active("w1")
