@@ -35,6 +35,10 @@ COMMANDS: dict[str, CommandEntry] = {
     "up": CommandEntry("cloudai.cli.up", "start a local cluster: a master and N workers"),
     "master": CommandEntry("cloudai.master.cli", "run a master node"),
     "worker": CommandEntry("cloudai.worker.cli", "run a worker node that joins a master"),
+    "gateway": CommandEntry(
+        "cloudai.gateway.cli",
+        "run a gateway: workers' gRPC and telemetry WebSockets, through the bus",
+    ),
     "status": CommandEntry("cloudai.cli.admin", "cluster summary: workers, tasks, ingest rate"),
     "workers": CommandEntry("cloudai.cli.admin", "list the master's workers, or show one"),
     "register": CommandEntry("cloudai.cli.admin", "authorise a worker on the master"),
@@ -43,6 +47,13 @@ COMMANDS: dict[str, CommandEntry] = {
     "tasks": CommandEntry("cloudai.cli.admin", "list tasks"),
     "cancel": CommandEntry("cloudai.cli.admin", "ask a task's worker to cancel it"),
     "logs": CommandEntry("cloudai.cli.admin", "print a task's logs"),
+    "alerts": CommandEntry(
+        "cloudai.cli.alerts", "alerts: current alerts, history, rules and silences"
+    ),
+    "history": CommandEntry(
+        "cloudai.cli.history",
+        "a worker's telemetry history: sparklines, min/avg/max, JSON, PNG",
+    ),
     "token": CommandEntry(
         "cloudai.cli.tokens", "join tokens: let machines join the cluster as workers"
     ),

@@ -57,9 +57,12 @@ from cloudai.api.models import (
     WorkerRegistration,
 )
 from cloudai.master.access import join_command
+from cloudai.master.alerts_api import ALERT_OPERATIONS
 from cloudai.master.cluster_admin import AdminError, ClusterAdmin, ErrorKind
+from cloudai.master.history_api import HISTORY_OPERATIONS
 from cloudai.master.http_auth import is_secured, required_scope
 from cloudai.master.openapi import Operation, Param, Reply, build_document
+from cloudai.master.output_api import OUTPUT_OPERATIONS
 from cloudai.security.tokens import Scope, TokenFormatError, check_token_id
 from cloudai.task_status import TaskStatus
 
@@ -352,11 +355,11 @@ async def get_worker(request: web.Request) -> web.Response:
 
 async def register_worker(request: web.Request) -> web.Response:
     registration = await read_body(request, WorkerRegistration)
-    return model_response(_admin(request).authorise_worker(registration), status=201)
+    return model_response(await _admin(request).authorise_worker(registration), status=201)
 
 
 async def unregister_worker(request: web.Request) -> web.Response:
-    _admin(request).revoke_worker(request.match_info["worker_id"])
+    await _admin(request).revoke_worker(request.match_info["worker_id"])
     return web.Response(status=204)
 
 
@@ -445,6 +448,7 @@ _ERROR_TEXT = {
     429: "Too many failed authentications from this address: try again after Retry-After seconds",
     503: "The worker is not registered or did not answer",
 }
+_NOT_STORED = "The store did not commit the change within 10 s (it is written when it can be)"
 _SECURE_TEXT = {
     401: "No API token, or one this master does not accept (unknown, expired or revoked)",
     403: "The token has scope read; this call needs a token of scope admin",
@@ -510,8 +514,8 @@ CORE_OPERATIONS: tuple[Operation, ...] = (
         "registerWorker",
         "Register (authorise) a worker",
         {
-            201: Reply("Authorised", Worker),
-            **_errors(400, 413),
+            201: Reply("Authorised and stored", Worker),
+            **_errors(400, 413, 503, e503=_NOT_STORED),
         },
         handler=register_worker,
         body=WorkerRegistration,
@@ -532,7 +536,7 @@ CORE_OPERATIONS: tuple[Operation, ...] = (
         "/api/workers/{worker_id}",
         "unregisterWorker",
         "Unregister a worker (its heartbeats are refused from then on)",
-        {204: Reply("Unregistered"), **_errors(404)},
+        {204: Reply("Unregistered and stored"), **_errors(404, 503, e503=_NOT_STORED)},
         handler=unregister_worker,
         params=(_WORKER_ID,),
     ),
@@ -736,7 +740,14 @@ JOIN_OPERATIONS: tuple[Operation, ...] = (
     ),
 )
 
-OPERATIONS: tuple[Operation, ...] = CORE_OPERATIONS + TOKEN_OPERATIONS + JOIN_OPERATIONS
+OPERATIONS: tuple[Operation, ...] = (
+    CORE_OPERATIONS
+    + OUTPUT_OPERATIONS
+    + ALERT_OPERATIONS
+    + HISTORY_OPERATIONS
+    + TOKEN_OPERATIONS
+    + JOIN_OPERATIONS
+)
 """Every operation the master may serve; which it serves depends on what it is given
 (``add_routes``), and the replies on the authentication in force (``served_operations``)."""
 
@@ -763,7 +774,12 @@ def served_operations(
     """The operations a master serves: the core ones, the token endpoints with ``tokens``,
     ``POST /api/join`` with ``join``; their answers as ``secure`` (tokens) has them."""
     chosen = (
-        CORE_OPERATIONS + (TOKEN_OPERATIONS if tokens else ()) + (JOIN_OPERATIONS if join else ())
+        CORE_OPERATIONS
+        + OUTPUT_OPERATIONS
+        + ALERT_OPERATIONS
+        + HISTORY_OPERATIONS
+        + (TOKEN_OPERATIONS if tokens else ())
+        + (JOIN_OPERATIONS if join else ())
     )
     return tuple(_secured(op, secure) for op in chosen)
 
@@ -778,7 +794,9 @@ their Content-Type; unknown fields and values of the wrong type are refused (400
 Every error is `{{"error": "one line"}}`: also 404 for an unknown path and 405, with an \
 `Allow` header, for a method a path does not serve.
 
-Live telemetry is not part of this document: WebSocket /ws/telemetry[/{{worker_id}}]{ws}."""
+Live telemetry is not part of this document: WebSocket /ws/telemetry[/{{worker_id}}]{ws}. \
+Neither are the Prometheus metrics: GET /metrics, in Prometheus' text format (with \
+tokens, scope read)."""
 
 SECURE_AUTH = """\
 Every call but `GET /health` and `POST /api/join` needs an API token: \

@@ -149,6 +149,44 @@ def add_master_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-cli", action="store_true", help="no interactive console even on a terminal"
     )
+    p.add_argument(
+        "--alert-rules",
+        type=Path,
+        metavar="FILE",
+        help="alert rules (TOML, docs/ALERTS.md); SIGHUP reloads it",
+    )
+    p.add_argument(
+        "--alert-webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="send alerts here, as Alertmanager's POST /api/v2/alerts takes them; repeatable",
+    )
+    p.add_argument(
+        "--alert-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often alert rules' durations are judged "
+        f"(default {_default('alert_evaluation_interval'):g})",
+    )
+    p.add_argument(
+        "--task-output-max-mib",
+        type=float,
+        metavar="MIB",
+        help="keep the first MIB MiB of each task run's output streamed by workers "
+        f"(default {_default('task_output_max_bytes') / 2**20:g}; 0: keep none)",
+    )
+    p.add_argument(
+        "--no-history",
+        action="store_true",
+        help="keep no telemetry history (docs/HISTORY.md; retention: history_* settings)",
+    )
+    p.add_argument(
+        "--bus",
+        metavar="URL",
+        help="also take heartbeats and calls from `cloudai gateway` processes through this "
+        "NATS server (nats://HOST:4222; docs/SCALING.md); default: none",
+    )
     p.add_argument("--ready-file", type=Path, help="write {grpc_port, http_port, pid} here")
 
 
@@ -167,6 +205,10 @@ def allowed_workers(args: argparse.Namespace) -> dict[str, str] | None:
                     raise SettingsError(f"{args.allow_workers_file}: {exc}") from None
                 workers[worker_id] = address
     return workers or None
+
+
+def _mib_to_bytes(mib: float | None) -> int | None:
+    return None if mib is None else int(mib * 2**20)
 
 
 def master_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -194,6 +236,12 @@ def master_flags(args: argparse.Namespace) -> dict[str, Any]:
         "insecure": args.insecure,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
+        "alert_rules": getattr(args, "alert_rules", None),
+        "alert_webhooks": getattr(args, "alert_webhook", None) or None,
+        "alert_evaluation_interval": getattr(args, "alert_interval", None),
+        "history_enabled": False if getattr(args, "no_history", False) else None,
+        "task_output_max_bytes": _mib_to_bytes(getattr(args, "task_output_max_mib", None)),
+        "bus": getattr(args, "bus", None),
     }
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from cloudai.master.ws_hub import TelemetryHub
+from cloudai.master import subscriptions
+from cloudai.master.ws_hub import HubClient, TelemetryHub
 from cloudai.telemetry.liveness import ClientKeepalive, KeepaliveAction, StallMeter
 from cloudai.telemetry.manager import TelemetryManager
 
@@ -154,15 +155,41 @@ async def telemetry_stream(request: web.Request) -> web.StreamResponse:
         compress=config.compression,
         max_msg_size=64 * 1024,
     )
+    subscription = subscriptions.DEFAULT
+    query_error: subscriptions.SubscriptionError | None = None
+    if worker_id is None:
+        try:
+            subscription = subscriptions.parse_query(request.query)
+        except subscriptions.SubscriptionError as exc:
+            query_error = exc
     await ws.prepare(request)
     remote = request.remote or "?"
+    if query_error is not None:
+        # One error frame, then a policy-violation close whose reason says the same.
+        hub.stats.control_errors += 1
+        log.info("websocket client %s: bad subscription: %s", remote, query_error)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(subscriptions.error_frame(query_error).decode())
+            await ws.close(
+                code=WSCloseCode.POLICY_VIOLATION, message=str(query_error)[:120].encode()
+            )
+        return ws
     # The request's transport is the one the WebSocket writes to: the hub writes frames
-    # to it directly for a client that keeps up (uncompressed connections only).
-    client = hub.connect(ws, worker_id, remote, transport=request.transport)
+    # to it directly for a client that keeps up; for a compressed connection it also
+    # compresses them itself and waits on the connection's drain.
+    client = hub.connect(
+        ws,
+        worker_id,
+        remote,
+        transport=request.transport,
+        subscription=subscription,
+        drain=request.writer.drain,
+    )
     log.debug("websocket client %s connected (worker=%s)", remote, worker_id or "*")
     keepalive = ClientKeepalive(config.ping_interval, config.client_timeout, watch.running())
     try:
-        # Clients have nothing to say; reading keeps pings/pongs and close frames flowing.
+        # Reading keeps pings/pongs and close frames flowing; text messages are control
+        # messages (subscribe, unsubscribe).
         while True:
             wait = max(keepalive.due() - watch.running(), 0.05)
             try:
@@ -187,7 +214,9 @@ async def telemetry_stream(request: web.Request) -> web.StreamResponse:
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 break
             keepalive.heard(watch.running())
-            if msg.type is WSMsgType.PING:
+            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                _control(hub, client, msg.type, msg.data)
+            elif msg.type is WSMsgType.PING:
                 try:
                     await ws.pong(msg.data)
                 except (ConnectionError, RuntimeError):
@@ -195,6 +224,25 @@ async def telemetry_stream(request: web.Request) -> web.StreamResponse:
     finally:
         await hub.disconnect(client)
     return ws
+
+
+def _control(hub: TelemetryHub, client: HubClient, kind: WSMsgType, data: str | bytes) -> None:
+    """A control message from a client: applied and acknowledged, or answered with one
+    error frame (and counted); never a traceback."""
+    if client.worker_id is not None:
+        hub.reject(client, "subscriptions are made on /ws/telemetry, not on one worker's stream")
+        return
+    if kind is WSMsgType.BINARY:
+        hub.reject(client, "control messages are JSON text frames")
+        return
+    try:
+        action, change = subscriptions.parse_control(data)
+        updated = subscriptions.apply_change(client.subscription, action, change)
+    except subscriptions.SubscriptionError as exc:
+        hub.reject(client, str(exc), exc.code)
+        log.debug("websocket client %s: bad control message: %s", client.remote, exc)
+        return
+    hub.resubscribe(client, updated)
 
 
 async def _close_websockets(app: web.Application) -> None:

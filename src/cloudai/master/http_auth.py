@@ -1,10 +1,12 @@
 """Who may call what on the master's HTTP port, and the TLS it is served with.
 
-The policy is one pure function, ``decide(method, path, scope)``: ``GET /health`` and
-``POST /api/join`` are open; reads (``GET``, ``HEAD``) of ``/api/...`` and the telemetry
-WebSockets (``/ws/telemetry[/{worker_id}]``) need a token of scope ``read`` (or
-``admin``); everything else needs ``admin``. ``install_auth`` puts a middleware in front
-of every route of the app (the admin API and the WebSockets alike) that applies it:
+The policy is one pure function, ``decide(method, path, scope)``: ``GET /health``,
+``POST /api/join`` and reads of the web dashboard's page and files (``/``,
+``/assets/NAME``: they hold no data) are open; reads (``GET``, ``HEAD``) of
+``/api/...``, the telemetry WebSockets (``/ws/telemetry[/{worker_id}]``) and the
+Prometheus metrics (``/metrics``) need a token of scope ``read`` (or ``admin``);
+everything else needs ``admin``. ``install_auth`` puts a middleware in front of every
+route of the app (the admin API, the WebSockets and the metrics alike) that applies it:
 
 - the token comes from ``Authorization: Bearer <token>``; a WebSocket may also give it
   as the ``token`` query parameter or the ``cloudai_token`` cookie (browsers cannot set
@@ -48,6 +50,11 @@ OPEN = frozenset(
 """(method, path) pairs anyone may call."""
 READS = frozenset({"GET", "HEAD"})
 STREAM_PATH = "/ws/telemetry"
+METRICS_PATH = "/metrics"
+DASHBOARD_PAGE = "/"
+DASHBOARD_ASSETS = "/assets/"
+"""The web dashboard: its page and its built files hold no data (every call the page
+makes asks for a token), so reading them is open."""
 TOKEN_QUERY = "token"
 TOKEN_COOKIE = "cloudai_token"
 """Where a WebSocket client may put its token besides the Authorization header."""
@@ -65,13 +72,26 @@ def is_stream(path: str) -> bool:
     return path == STREAM_PATH or path.startswith(STREAM_PATH + "/")
 
 
+def is_dashboard_file(method: str, path: str) -> bool:
+    """A read of the dashboard's page (``/``) or of one of its files (``/assets/NAME``,
+    one path component; the route's template ``/assets/{name}`` too)."""
+    if method.upper() not in READS:
+        return False
+    if path == DASHBOARD_PAGE:
+        return True
+    name = path.removeprefix(DASHBOARD_ASSETS)
+    return name != path and name != "" and "/" not in name
+
+
 def required_scope(method: str, path: str) -> Scope | None:
     """The scope a call needs; None: anyone may make it. ``path`` is the request's path
     or its route's template (``/api/workers/{worker_id}``): the answer is the same."""
     method = method.upper()
-    if (method, path) in OPEN:
+    if (method, path) in OPEN or is_dashboard_file(method, path):
         return None
-    if method in READS and (path == "/api" or path.startswith("/api/") or is_stream(path)):
+    if method in READS and (
+        path == "/api" or path.startswith("/api/") or is_stream(path) or path == METRICS_PATH
+    ):
         return Scope.READ
     return Scope.ADMIN
 

@@ -31,6 +31,7 @@ class Reply:
     description: str
     body: Any = None  # a model class or a type such as list[Worker]
     headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
+    media_type: str | None = None  # a body that is not JSON (e.g. bytes), without a model
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,9 @@ def build_document(
             if reply.body is not None:
                 body = schema(*where, "reply", str(status), mode="serialization")
                 response["content"] = {"application/json": {"schema": body}}
+            elif reply.media_type is not None:
+                raw = {"type": "string", "contentMediaType": reply.media_type}
+                response["content"] = {reply.media_type: {"schema": raw}}
             responses[str(status)] = response
         entry["responses"] = responses
         paths.setdefault(op.path, {})[op.method.lower()] = entry

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from cloudai.alerts.rules import RuleError
 from cloudai.loop import event_loop_factory
 from cloudai.master.server import MasterServer, assemble
 from cloudai.master.settings import MasterSettings
@@ -41,7 +42,7 @@ def run_master(
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         try:
             runner.run(serve(settings, ready_file, on_started, before_stop))
-        except (OSError, PkiError, StoreError) as exc:
+        except (OSError, PkiError, StoreError, RuleError) as exc:
             log.error("cannot start the master: %s", exc)
             return 1
     return 0
@@ -58,6 +59,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    alerts = server.parts.alerts
+    if alerts is not None:  # SIGHUP: read the alert rules file again
+        loop.add_signal_handler(signal.SIGHUP, alerts.request_reload)
     try:
         await server.start()
         async with tuned_process(
@@ -84,15 +88,18 @@ async def serve(
             if before_stop is not None:
                 await before_stop(server)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await server.stop()
         log.info("stopped")
 
 
 async def _console(server: MasterServer) -> None:
+    from cloudai.master.alerts_admin import AlertsAdmin
     from cloudai.master.console import console_banner, make_console
 
     banner = console_banner(server.grpc_port, server.http_port)
     history = server.settings.data_dir / "console_history"
-    await make_console(server.parts.admin, history, banner)()
+    alerts = server.parts.alerts
+    alerts_admin = None if alerts is None else AlertsAdmin(alerts)
+    await make_console(server.parts.admin, history, banner, alerts=alerts_admin)()
