@@ -206,7 +206,8 @@ async def test_one_frame_carries_every_worker_of_a_tick(
         while latest != {"w1": 33.0, "w2": 22.0}:
             frames.append(orjson.loads((await asyncio.wait_for(ws.receive(), 10)).data))
             latest.update({w: s["cpu_usage"] for w, s in frames[-1].items()})
-    # The three arrive within milliseconds, well inside one 250 ms tick: one frame with
-    # both workers (a tick boundary can split them at most once), never 11.0 after 33.0.
-    assert any(len(frame) == 2 for frame in frames)
-    assert len(frames) <= 2
+    # One client and three updates is light load: the hub does not wait for its 250 ms
+    # tick but sends at the next event-loop iteration (ws_hub.light_load_tick), merging
+    # what arrived together; a frame never carries 11.0 after 33.0 (the loop above would
+    # not end). Batching under load is unit-tested (tests/unit/master/test_ws_hub.py).
+    assert 1 <= len(frames) <= 3

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from cloudai.bench.config import MODES, TARGETS, BenchConfig
+from cloudai.bench.config import MODES, SERVERS, TARGETS, BenchConfig
 from cloudai.bench.schedule import worker_ids
 
 
@@ -39,6 +39,16 @@ def _modes(text: str) -> list[str]:
     if not modes or bad:
         raise argparse.ArgumentTypeError(f"modes are {', '.join(MODES)}")
     return modes
+
+
+def _choices(allowed: tuple[str, ...], what: str) -> Any:
+    def parse(text: str) -> list[str]:
+        values = [part.strip() for part in text.split(",") if part.strip()]
+        if not values or any(v not in allowed for v in values):
+            raise argparse.ArgumentTypeError(f"{what} are {', '.join(allowed)}, comma-separated")
+        return values
+
+    return parse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +71,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--slow-after", type=float, default=2.0, help="pause start, s (2)")
     load.add_argument("--slow-for", type=float, default=0.0, help="pause length, s (0)")
     load.add_argument("--drain", type=float, default=2.0, help="s after the load (2)")
+    load.add_argument(
+        "--new-connection-per-heartbeat",
+        action="store_true",
+        help="unary: each heartbeat on a new connection, closed after the answer (the Go "
+        "worker's pattern)",
+    )
+    load.add_argument(
+        "--subscriptions",
+        type=int,
+        default=0,
+        help="spread the clients over N distinct subscriptions, each of every worker (0: none)",
+    )
+    load.add_argument(
+        "--ws-deflate",
+        action="store_true",
+        help="clients negotiate permessage-deflate (aiohttp's client; our master gets "
+        "--ws-compression)",
+    )
     procs = p.add_argument_group("bench processes")
     procs.add_argument("--generators", type=int, default=2, help="generator processes (2)")
     procs.add_argument("--client-processes", type=int, default=0, help="0: by client count")
@@ -69,10 +97,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target = p.add_argument_group("target")
     target.add_argument(
         "--target",
-        choices=TARGETS,
-        default="ours",
+        type=_choices(TARGETS, "targets"),
+        default=["ours"],
         help="ours: a fresh master of ours per run (default); floor: a fresh gRPC server "
-        "that speaks the protocol and does nothing, to measure what grpcio itself costs",
+        "that speaks the protocol and does nothing, to measure what grpcio itself costs; "
+        "ours,floor: both, run by turns",
+    )
+    target.add_argument(
+        "--server",
+        type=_choices(SERVERS, "server kinds"),
+        help="the gRPC server kind of the fresh master or floor: aio (grpc.aio), sync "
+        "(grpc.server on a thread pool; unary only), or aio,sync: both, by turns "
+        "(default: the master's own default, --grpc-server)",
     )
     target.add_argument("--grpc", metavar="HOST:PORT", help="an existing master's gRPC address")
     target.add_argument("--ws-url", metavar="URL", help="its ws://HOST:PORT/ws/telemetry")
@@ -141,7 +177,9 @@ def configs_from_args(args: argparse.Namespace) -> list[BenchConfig]:
         slow_after=args.slow_after,
         slow_for=args.slow_for,
         drain=args.drain,
-        target=args.target,
+        subscriptions=args.subscriptions,
+        ws_deflate=args.ws_deflate,
+        new_connection_per_heartbeat=args.new_connection_per_heartbeat,
         grpc=args.grpc,
         ws_url=args.ws_url,
         master_pid=args.master_pid,
@@ -153,14 +191,24 @@ def configs_from_args(args: argparse.Namespace) -> list[BenchConfig]:
         tls=args.tls,
         label=args.label,
     )
+    # Targets and server kinds run by turns within each repeat, so that what is compared
+    # ran in the same minutes of a shared machine.
     configs = []
     for mode in args.mode:
         for rate in args.rates or [args.rate]:
             for _ in range(max(1, args.repeat)):
-                config = dataclasses.replace(base, mode=mode, rate=rate)
-                config.master_args = list(base.master_args)
-                config.validate()
-                configs.append(config)
+                for target_kind in args.target:
+                    for server in args.server or [None]:
+                        if server == "sync" and mode != "unary" and len(args.server) > 1:
+                            continue  # a sync server serves unary calls only
+                        config = dataclasses.replace(
+                            base, mode=mode, rate=rate, target=target_kind, server=server
+                        )
+                        if target_kind == "floor" and len(args.target) > 1:
+                            config.clients = config.slow_clients = 0  # it has no WebSocket
+                        config.master_args = list(base.master_args)
+                        config.validate()
+                        configs.append(config)
     return configs
 
 

@@ -6,18 +6,29 @@ schedule) -> ``stop`` after the drain -> each client's figures -> ``result``.
 
 Tracked clients parse every frame (tags, latency, gaps); the others only count worker
 entries, so a thousand clients cost the machine little more than the master's sends.
+
+``--subscriptions N`` spreads the clients over N distinct subscriptions that each select
+every simulated worker (``?workers=bench-*,unused-K``): the master encodes N frames per
+tick instead of one, and every client still gets every worker, so the trackers work as
+without subscriptions. ``--ws-deflate``: the clients negotiate permessage-deflate
+(aiohttp's client, ``bench/deflate_client.py``); each client's bytes on the wire are read
+from the kernel (TCP_INFO) either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from cloudai.bench import wsclient
+import aiohttp
+
+from cloudai.bench import deflate_client, wsclient
 from cloudai.bench.config import BenchConfig
 from cloudai.bench.enrol import MasterAccess
 from cloudai.bench.histogram import Histogram
@@ -46,6 +57,7 @@ class ClientSpec:
     tracked: int  # how many of them are tracked
     slow: int  # clients that pause (always tracked)
     access: MasterAccess | None = None  # --tls: WSS with the CA and the admin token
+    first_index: int = 0  # this process's first client's index in the run (subscriptions)
 
 
 class _Counter:
@@ -58,7 +70,32 @@ class _Counter:
         self.active = False
 
 
-def _on_message(client: wsclient.WsClient, payload: bytes, received_at: float) -> None:
+def subscription_path(path: str, prefix: str, subscriptions: int, index: int) -> str:
+    """The stream path of client ``index`` (of the whole run) for ``--subscriptions``:
+    subscription ``index % subscriptions``, each selecting every worker ``prefix*``; 0:
+    ``path`` as is (no subscription: today's stream)."""
+    if subscriptions <= 0:
+        return path
+    k = index % subscriptions
+    workers = f"{prefix}*" if subscriptions == 1 else f"{prefix}*,unused-{k}"
+    return f"{path}?workers={quote(workers, safe='*,')}"
+
+
+Client = wsclient.WsClient | deflate_client.DeflateClient
+
+
+def wire_bytes(clients: Sequence[Client]) -> int | None:
+    """Bytes the kernel received on these clients' sockets, None if unknown."""
+    total = 0
+    for client in clients:
+        received = wsclient.tcp_bytes_received(client.sock)
+        if received is None:
+            return None
+        total += received
+    return total
+
+
+def _on_message(client: Any, payload: bytes, received_at: float) -> None:
     state = client.tag
     if type(state) is _Counter:
         if state.active:
@@ -75,9 +112,12 @@ class ClientGroup:
         ids = worker_ids(config.workers, config.worker_prefix)
         self.index_of = {worker_id.encode(): i for i, worker_id in enumerate(ids)}
         self.layout = Layout(config.workers, config.gen_count)
-        self.normal: list[wsclient.WsClient] = []
-        self.slow: list[wsclient.WsClient] = []
+        self.normal: list[Client] = []
+        self.slow: list[Client] = []
         self.failed_connects: list[str] = []
+        self.session: aiohttp.ClientSession | None = None  # --ws-deflate
+        self.wire_bytes_start: int | None = None
+        self.payload_bytes_start = 0
 
     def _state(self, tracked: bool) -> Tracker | _Counter:
         if tracked:
@@ -90,22 +130,27 @@ class ClientGroup:
         plan += [(True, True)] * spec.slow
         access = spec.access
         context = access.context() if access is not None else None
+        config = spec.config
+        if config.ws_deflate:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=True)
+            )
         for start in range(0, len(plan), CONNECT_BATCH):
             batch = plan[start : start + CONNECT_BATCH]
             clients = await asyncio.gather(
                 *(
-                    wsclient.connect(
-                        spec.ws_host,
-                        spec.ws_port,
-                        spec.ws_path,
-                        _on_message,
-                        self._state(tracked),
-                        SLOW_RECEIVE_BUFFER if slow else None,
+                    self._connect(
+                        subscription_path(
+                            spec.ws_path,
+                            config.worker_prefix,
+                            config.subscriptions,
+                            spec.first_index + start + i,
+                        ),
+                        tracked,
+                        slow,
                         context,
-                        access.server_hostname if access is not None else None,
-                        access.headers if access is not None else None,
                     )
-                    for tracked, slow in batch
+                    for i, (tracked, slow) in enumerate(batch)
                 )
             )
             await asyncio.wait_for(
@@ -114,13 +159,41 @@ class ClientGroup:
             for client, (_tracked, slow) in zip(clients, batch, strict=True):
                 (self.slow if slow else self.normal).append(client)
 
+    async def _connect(self, path: str, tracked: bool, slow: bool, context: Any) -> Client:
+        spec, access = self.spec, self.spec.access
+        if self.session is not None:
+            return await deflate_client.connect(
+                self.session,
+                spec.ws_host,
+                spec.ws_port,
+                path,
+                _on_message,
+                self._state(tracked),
+                context,
+                access.server_hostname if access is not None else None,
+                access.headers if access is not None else None,
+            )
+        return await wsclient.connect(
+            spec.ws_host,
+            spec.ws_port,
+            path,
+            _on_message,
+            self._state(tracked),
+            SLOW_RECEIVE_BUFFER if slow else None,
+            context,
+            access.server_hostname if access is not None else None,
+            access.headers if access is not None else None,
+        )
+
     @property
-    def clients(self) -> list[wsclient.WsClient]:
+    def clients(self) -> list[Client]:
         return self.normal + self.slow
 
     def start(self, start: float) -> None:
         for client in self.clients:
             client.tag.active = True
+        self.wire_bytes_start = wire_bytes(self.normal)
+        self.payload_bytes_start = sum(c.bytes for c in self.normal)
         config = self.spec.config
         loop = asyncio.get_running_loop()
         delay = start - time.monotonic()
@@ -186,6 +259,10 @@ class ClientGroup:
             "slow_clients": len(self.slow),
             "messages": sum(c.messages for c in self.normal),
             "bytes": sum(c.bytes for c in self.normal),
+            # bytes on the wire to the clients that keep up, from the start to the quiet
+            "wire_bytes": _since(wire_bytes(self.normal), self.wire_bytes_start),
+            "payload_bytes": sum(c.bytes for c in self.normal) - self.payload_bytes_start,
+            "deflate_clients": sum(1 for c in self.normal if getattr(c, "compress", 0)),
             "entries": entries,
             "latency": latency,
             "missed": missed,
@@ -204,6 +281,10 @@ class ClientGroup:
     def close(self) -> None:
         for client in self.clients:
             client.close()
+
+
+def _since(now: int | None, start: int | None) -> int | None:
+    return None if now is None or start is None else now - start
 
 
 async def _main(spec: ClientSpec, pipe: Connection) -> None:
@@ -229,6 +310,8 @@ async def _main(spec: ClientSpec, pipe: Connection) -> None:
     finally:
         group.close()
         await asyncio.sleep(0.05)
+        if group.session is not None:
+            await group.session.close()
         del group
         shared.close()
 

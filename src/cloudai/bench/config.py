@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 MODES = ("unary", "stream")
 TARGETS = ("ours", "floor")  # a master of ours, or the do-nothing gRPC server
+SERVERS = ("aio", "sync")  # the gRPC server kind of the master or the floor (--server)
 DEFAULT_TICK_MS = 5.0  # our master's --ws-batch-ms default
 MAX_TLS_WORKERS = 2000  # --tls: each worker joins (a key, a CSR, a certificate) first
 
@@ -23,11 +24,22 @@ class BenchConfig:
     connections: int = 0  # gRPC connections in all; 0: one per worker (like real workers)
     track_clients: int = 10  # clients that check every tag (the others count entries)
     slow_clients: int = 0  # extra clients that stop reading
+    # Clients spread over this many distinct subscriptions, each selecting every worker
+    # (0: no subscription, today's stream).
+    subscriptions: int = 0
+    ws_deflate: bool = False  # clients negotiate permessage-deflate (aiohttp's client)
     slow_after: float = 2.0  # seconds after the start
     slow_for: float = 0.0  # seconds they read nothing
     drain: float = 2.0  # seconds after the load before results are read
     # Target: a fresh server per run (``target``), or an existing master (``grpc``).
     target: str = "ours"
+    # The gRPC server kind of a fresh master or floor: "aio" (grpc.aio on uvloop) or
+    # "sync" (grpc.server on a thread pool; unary only: no StreamHeartbeats). None: the
+    # target's default (our master's --grpc-server default; the floor's aio).
+    server: str | None = None
+    # Unary only: every heartbeat on a new connection, closed after its answer (the Go
+    # worker's pattern: it dials the master for each heartbeat).
+    new_connection_per_heartbeat: bool = False
     grpc: str | None = None  # "host:port"
     ws_url: str | None = None  # ws://host:port[/ws/telemetry]
     master_pid: int | None = None
@@ -54,8 +66,20 @@ class BenchConfig:
             raise ValueError("clients, slow clients and tasks must be >= 0")
         if self.slow_clients and self.slow_after + self.slow_for > self.duration + self.drain:
             raise ValueError("slow clients must resume before the drain ends")
+        if self.subscriptions < 0:
+            raise ValueError("subscriptions must be >= 0")
+        if self.ws_deflate and self.slow_clients:
+            raise ValueError("--ws-deflate clients cannot pause: no --slow-clients with it")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}")
+        if self.server is not None and self.server not in SERVERS:
+            raise ValueError(f"server must be one of {', '.join(SERVERS)}")
+        if self.server is not None and self.grpc is not None:
+            raise ValueError("--server picks a fresh master's or floor's server (not --grpc)")
+        if self.server == "sync" and self.mode != "unary":
+            raise ValueError("--server sync serves unary calls only (no StreamHeartbeats)")
+        if self.new_connection_per_heartbeat and (self.mode != "unary" or self.tls):
+            raise ValueError("--new-connection-per-heartbeat: unary mode, plaintext only")
         if self.target == "floor" and (self.clients + self.slow_clients or self.grpc):
             raise ValueError("the floor server has no WebSocket clients and is started fresh")
         if (self.grpc is None) != (self.ws_url is None) and self.clients + self.slow_clients:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudai.bench import h2client
+from cloudai.bench import h2frames as h2
 from cloudai.bench.config import BenchConfig
 from cloudai.bench.enrol import WorkerTls
 from cloudai.bench.heartbeats import HeartbeatTemplate, worker_info
@@ -64,6 +65,23 @@ class _Registration:
             self.done.set()
 
 
+class _OneShotAnswer:
+    """The answer handler of a connection made for one call: passes the answer on, then
+    closes the connection (the Go worker's pattern)."""
+
+    __slots__ = ("conn", "on_response")
+
+    def __init__(self, on_response: h2client.ResponseHandler) -> None:
+        self.on_response = on_response
+        self.conn: h2client.H2Connection | None = None
+
+    def __call__(self, token: Any, ok: bool, message: bytes | None, error: str) -> None:
+        self.on_response(token, ok, message, error)
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+
 class Generator:
     def __init__(self, spec: GeneratorSpec, shared: SharedArrays) -> None:
         config = spec.config
@@ -93,6 +111,8 @@ class Generator:
         self._registration = _Registration(0)
         self._answers = asyncio.Event()
         self._draining = False
+        self.connects = 0  # connections made during the load (new connection per heartbeat)
+        self._one_shots: set[asyncio.Task[None]] = set()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -110,6 +130,8 @@ class Generator:
                 )
             return
         count = max(1, min(self.spec.connections, len(self.owned)))
+        if self.spec.config.new_connection_per_heartbeat:
+            count = min(count, CONNECT_BATCH)  # for RegisterWorker only, closed after it
         for start in range(0, count, CONNECT_BATCH):
             batch = range(start, min(count, start + CONNECT_BATCH))
             self.conns += await asyncio.gather(
@@ -220,6 +242,8 @@ class Generator:
         conns = [self.conn_of(j) for j in range(n)]
         unary = self.spec.config.mode == "unary"
         headers = [c.request_headers(SERVICE + "SendHeartbeat") for c in conns]
+        one_shot = unary and self.spec.config.new_connection_per_heartbeat
+        one_shot_headers = h2.request_headers(SERVICE + "SendHeartbeat", self._authority)
         streams = self.streams
         lag = self.lag
         monotonic = time.monotonic
@@ -237,7 +261,9 @@ class Generator:
                 send_times[tag] = now
                 states[tag] = SENT
                 lag.record((now - start - k / rate) * 1000.0)
-                if unary:
+                if one_shot:
+                    self._call_on_new_connection(one_shot_headers, message, tag)
+                elif unary:
                     self.in_flight += 1
                     conns[j].unary(headers[j], message, tag)
                 elif not conns[j].send(streams[j], message):
@@ -255,6 +281,34 @@ class Generator:
             await asyncio.sleep(max(MIN_SLEEP, time_of(k) - monotonic()))
         if not unary:
             self.max_backlog = max(self.max_backlog, sum(c.backlog for c in self.conns))
+
+    @property
+    def _authority(self) -> str:
+        host, port = self.spec.grpc_host, self.spec.grpc_port
+        return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+
+    def _call_on_new_connection(self, headers: bytes, message: bytes, tag: int) -> None:
+        self.in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._one_shot_call(headers, message, tag))
+        self._one_shots.add(task)
+        task.add_done_callback(self._one_shots.discard)
+
+    async def _one_shot_call(self, headers: bytes, message: bytes, tag: int) -> None:
+        answer = _OneShotAnswer(self.on_response)
+        try:
+            conn = await h2client.connect(self.spec.grpc_host, self.spec.grpc_port, answer)
+        except (OSError, TimeoutError) as exc:
+            self.on_response(tag, False, None, f"connect failed: {type(exc).__name__}")
+            return
+        self.connects += 1
+        answer.conn = conn
+        conn.unary(headers, message, tag)
+
+    def close_registration_connections(self) -> None:
+        """New connection per heartbeat: the connections used to register are closed
+        before the load, as a Go worker's are."""
+        for conn in self.conns:
+            conn.close()
 
     async def finish(self) -> None:
         """Wait for the answers of what was sent (unary) or end every stream (streaming)."""
@@ -316,6 +370,7 @@ class Generator:
             "window": window,
             "max_in_flight": self.max_in_flight,
             "max_backlog": self.max_backlog,
+            "connects": self.connects,
         }
 
 
@@ -327,6 +382,8 @@ async def _main(spec: GeneratorSpec, pipe: Connection) -> None:
         await generator.register()
         if spec.config.mode == "stream":
             await generator.open_streams()
+        if spec.config.new_connection_per_heartbeat:
+            generator.close_registration_connections()
         pipe.send(("ready", {"workers": len(generator.owned)}))
         message = await receive(pipe)
         if message[0] != "start":

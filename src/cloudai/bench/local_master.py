@@ -35,12 +35,18 @@ class ChildServer:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str]:
+        """Variables set for the child on top of this process's environment."""
+        return {}
+
     def start(self, timeout: float = 30.0) -> None:
         ready_file = self.ready_file
         ready_file.unlink(missing_ok=True)
         env = dict(os.environ)
         env.pop("GRPC_PORT", None)
         env.pop("HTTP_PORT", None)
+        env.pop("CLOUDAI_GRPC_SERVER", None)
+        env.update(self.environment())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command(),
@@ -103,10 +109,12 @@ class LocalMaster(ChildServer):
         inactivity_timeout: float | None = None,
         extra_args: list[str] | None = None,
         secure: bool = False,
+        server: str | None = None,
     ) -> None:
         super().__init__(workdir)
         self.worker_ids = worker_ids
         self.secure = secure
+        self.server = server
         self.ws_batch_ms = ws_batch_ms
         self.inactivity_timeout = inactivity_timeout
         self.extra_args = list(extra_args or [])
@@ -141,6 +149,10 @@ class LocalMaster(ChildServer):
             args += ["--inactivity-timeout", str(self.inactivity_timeout)]
         return args + self.extra_args
 
+    def environment(self) -> dict[str, str]:
+        # The master's gRPC server kind (MasterSettings.grpc_server) from its environment.
+        return {} if self.server is None else {"CLOUDAI_GRPC_SERVER": self.server}
+
     @property
     def data_dir(self) -> Path:
         return self.workdir / "data"
@@ -166,6 +178,10 @@ class FloorMaster(ChildServer):
 
     name = "floor"
 
+    def __init__(self, workdir: Path, server: str | None = None) -> None:
+        super().__init__(workdir)
+        self.server = server or "aio"
+
     def command(self) -> list[str]:
         return [
             sys.executable,
@@ -173,6 +189,8 @@ class FloorMaster(ChildServer):
             "cloudai.bench.floor_master",
             "--ready-file",
             str(self.ready_file),
+            "--server",
+            self.server,
         ]
 
     @property

@@ -41,6 +41,10 @@ def _pct(seconds: float | None, duration: float) -> float | None:
     return None if seconds is None else round(100.0 * seconds / duration, 1)
 
 
+def _per(total: int | None, count: int) -> int | None:
+    return None if total is None or count <= 0 else round(total / count)
+
+
 def build_record(
     config: BenchConfig,
     gen: dict[str, Any],
@@ -66,12 +70,17 @@ def build_record(
         # --tls: mutual TLS on gRPC (a certificate and a connection per worker), WSS and
         # API tokens; false: the plaintext protocol (our master with --insecure)
         "tls": config.tls,
+        # the gRPC server kind of a fresh master or floor ("aio" or "sync"; None: its
+        # default), and whether each heartbeat came on a new connection (Go's pattern)
+        "server": config.server,
+        "new_connection_per_heartbeat": config.new_connection_per_heartbeat,
         **layout,
         **(extra or {}),
         "sent": gen["sent"],
         "accepted": gen["accepted"],
         "achieved_rate": round(gen["accepted"] / duration, 1),
         "lost": gen["sent"] - gen["accepted"],
+        "connects": gen.get("connects", 0),
         "errors": sum(gen["errors"].values()),
         "error_kinds": gen["errors"],
         "rpc_ms": gen["rpc"].summary() if gen["rpc"].count else None,
@@ -98,6 +107,13 @@ def build_record(
             # the tick that decided "coalesced": reported by the master, or assumed
             "fanout_tick_ms": cli.get("fanout_tick_ms"),
             "fanout_tick_from": cli.get("fanout_tick_from"),
+            "subscriptions": config.subscriptions,
+            "deflate": config.ws_deflate,
+            "deflate_clients": cli.get("deflate_clients", 0),
+            # per client that keeps up, over the load and the drain: what it decoded, and
+            # what came over the wire (headers, compression; None: not measurable)
+            "payload_bytes_per_client": _per(cli.get("payload_bytes"), cli["clients"]),
+            "wire_bytes_per_client": _per(cli.get("wire_bytes"), cli["clients"]),
         }
         if config.slow_clients:
             record["slow"] = {
@@ -148,10 +164,17 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("gen cpu%", "bench_cpu_pct.generators"),
     ("ws cpu%", "bench_cpu_pct.clients"),
     ("other cpu%", "other_cpu_pct"),
+    ("target", "target_short"),
+    ("server", "server"),
 )
 
 
 def _get(record: dict[str, Any], dotted: str) -> Any:
+    if dotted == "target_short":
+        target = str(record.get("target", "own master"))
+        kind = "ours" if target == "own master" else target
+        kind = "floor" if target.startswith("floor") else kind
+        return kind + ("+newconn" if record.get("new_connection_per_heartbeat") else "")
     value: Any = record
     for key in dotted.split("."):
         if not isinstance(value, dict):

@@ -169,15 +169,19 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
         master_pid: int | None
         if config.grpc is None:
             if config.target == "floor":
-                master = FloorMaster(workdir)
+                master = FloorMaster(workdir, config.server)
             else:
                 master = LocalMaster(
                     workdir,
                     ids,
                     ws_batch_ms=config.ws_batch_ms,
                     inactivity_timeout=config.inactivity_timeout,
-                    extra_args=config.master_args,
+                    extra_args=[
+                        *config.master_args,
+                        *(["--ws-compression"] if config.ws_deflate else []),
+                    ],
                     secure=config.tls,
+                    server=config.server,
                 )
             master.start()
             grpc_target, ws_url, master_pid = master.grpc, master.ws_url, master.pid
@@ -241,6 +245,7 @@ def _run(config: BenchConfig, workdir: Path, say: Progress) -> dict[str, Any]:
                     min(tracked[p], normal[p]),
                     slow[p],
                     access,
+                    sum(normal[:p]) + sum(slow[:p]),
                 )
                 clients.append(_spawn(context, f"client process {p}", clients_main, spec_c))
             children += clients
@@ -336,6 +341,7 @@ def _merge_generators(results: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_seconds": sum(r["cpu_seconds"] for r in results),
         "max_in_flight": sum(r["max_in_flight"] for r in results),
         "max_backlog": sum(r["max_backlog"] for r in results),
+        "connects": sum(r.get("connects", 0) for r in results),
     }
 
 

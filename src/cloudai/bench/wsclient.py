@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -26,6 +27,21 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 MessageHandler = Callable[["WsClient", bytes, float], None]
 
 _DATA = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION)
+_TCPI_BYTES_RECEIVED = 128  # offset of tcpi_bytes_received in Linux's struct tcp_info
+
+
+def tcp_bytes_received(sock: socket.socket | None) -> int | None:
+    """Bytes the kernel received on ``sock`` (TCP_INFO, Linux 4.1+): what came over the
+    wire, WebSocket headers and compression included; None where it cannot be read."""
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except OSError:
+        return None
+    if len(info) < _TCPI_BYTES_RECEIVED + 8:
+        return None
+    return int(struct.unpack_from("Q", info, _TCPI_BYTES_RECEIVED)[0])
 
 
 class WsClient(WSListener):
@@ -42,6 +58,7 @@ class WsClient(WSListener):
         self.paused = False
         self.last_received = 0.0  # monotonic time of the last read
         self.close_code: int | None = None
+        self.sock: socket.socket | None = None  # the TCP socket, for tcp_bytes_received
         self._parts: list[bytes] = []
         self._now = 0.0
         self._same_read = False  # the previous frame was not the last of its read
@@ -132,8 +149,10 @@ async def connect(
         except BaseException:
             sock.close()
             raise
+        sockets.append(sock)
         return sock
 
+    sockets: list[socket.socket] = []
     authority = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     extra_headers = [("User-Agent", "cloudai-bench"), *(headers or {}).items()]
     if ssl_context is None:
@@ -152,4 +171,6 @@ async def connect(
             extra_headers=extra_headers,
             server_hostname=server_hostname or host,
         )
-    return cast(WsClient, client)
+    listener = cast(WsClient, client)
+    listener.sock = sockets[-1] if sockets else None
+    return listener

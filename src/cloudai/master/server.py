@@ -32,6 +32,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,22 +40,42 @@ import grpc
 from aiohttp import web
 
 from cloudai.addresses import is_wildcard, join_host_port
+from cloudai.alerts.manager import AlertService
 from cloudai.api.models import ClusterCa
-from cloudai.master import admin_api
+from cloudai.history.recorder import HistoryConfig, HistoryRecorder
+from cloudai.master import (
+    admin_api,
+    alerts_api,
+    dashboard,
+    history_api,
+    metrics,
+    output_api,
+)
 from cloudai.master.access import AccessControl
-from cloudai.master.cluster_admin import ClusterAdmin, MasterCounters
+from cloudai.master.alerts_admin import AlertsAdmin
+from cloudai.master.bus_ingest import BusIngest
+from cloudai.master.cluster_admin import ClusterAdmin, MasterCounters, task_model
 from cloudai.master.enrollment import WorkerEnrollment
 from cloudai.master.http_app import WebSocketConfig, create_app
 from cloudai.master.http_auth import install_auth, server_ssl_context
+from cloudai.master.metrics import MasterMetrics
+from cloudai.master.output_service import TaskOutputs
 from cloudai.master.persistence import MasterPersistence
 from cloudai.master.rate_meter import RateMeter
 from cloudai.master.registry import WorkerRegistry
 from cloudai.master.service import MasterService, WorkerCertificates
 from cloudai.master.settings import MasterSettings
-from cloudai.master.tasks import TaskBook
+from cloudai.master.subscriptions import TASKS as TASKS_TOPIC
+from cloudai.master.sync_ingest import HeartbeatHandoff, SyncMasterServicer
+from cloudai.master.task_output import TaskOutputStore
+from cloudai.master.tasks import TaskBook, TaskListener, TaskState
 from cloudai.master.worker_link import WorkerLink
 from cloudai.master.ws_hub import TelemetryHub, tick_interval
-from cloudai.proto.options import grpc_server_options
+from cloudai.proto.options import (
+    SYNC_SERVER_MAX_CALLS,
+    SYNC_SERVER_THREADS,
+    grpc_server_options,
+)
 from cloudai.proto.tolerant import add_master_rpcs
 from cloudai.security.credentials import MasterIdentity, load_or_create_master, local_hosts
 from cloudai.store import Store, open_store
@@ -182,6 +203,22 @@ class MasterComponents:
     ingest_rate: RateMeter
     access: AccessControl | None  # secure mode: tokens
     enrollment: WorkerEnrollment | None  # secure mode: joining
+    metrics: MasterMetrics | None = None  # GET /metrics (Prometheus)
+    alerts: AlertService | None = None  # alert rules on the telemetry (docs/ALERTS.md)
+    output: TaskOutputs | None = None  # live task output (docs/TASK_OUTPUT.md)
+    history: HistoryRecorder | None = None  # telemetry history (docs/HISTORY.md)
+    bus: BusIngest | None = None  # --bus: telemetry and calls from gateways (docs/SCALING.md)
+
+
+def task_events(hub: TelemetryHub) -> TaskListener:
+    """A task book listener that tells the ``tasks`` topic of the stream each change of a
+    task (built only when a client listens)."""
+
+    def publish(task: TaskState) -> None:
+        if hub.subscribed(TASKS_TOPIC):
+            hub.publish(TASKS_TOPIC, task_model(task).model_dump(mode="json"))
+
+    return publish
 
 
 def build_master(settings: MasterSettings, resources: MasterResources) -> MasterComponents:
@@ -210,14 +247,19 @@ def build_master(settings: MasterSettings, resources: MasterResources) -> Master
         start_deadline=settings.task_start_deadline,
         vanish_grace=settings.task_vanish_grace,
         offline_wait=settings.task_offline_wait,
+        retry_delay=settings.task_retry_delay,
     )
     certificates = WorkerCertificates(registry) if identity else None
+    output = TaskOutputs(
+        tasks, TaskOutputStore(settings.task_output_dir, settings.task_output_max_bytes)
+    )
     service = MasterService(
         registry,
         telemetry,
         tasks,
         on_registered=tasks.worker_registered,
         certificates=certificates,
+        output=output,
     )
     persistence = MasterPersistence(
         resources.store, heartbeat_flush_interval=settings.store_flush_interval
@@ -231,7 +273,14 @@ def build_master(settings: MasterSettings, resources: MasterResources) -> Master
         websocket_clients=lambda: hub.client_count,
         fanout_tick=lambda: tick_interval(hub.batch_interval, hub.client_count, hub.max_frame_rate),
     )
-    admin = ClusterAdmin(registry, telemetry, tasks, link, counters)
+    admin = ClusterAdmin(
+        registry,
+        telemetry,
+        tasks,
+        link,
+        counters,
+        registry_committed=persistence.registry_committed,
+    )
     access = enrollment = None
     if identity is not None:
 
@@ -240,6 +289,31 @@ def build_master(settings: MasterSettings, resources: MasterResources) -> Master
 
         access = AccessControl(resources.store, identity.ca_fingerprint, join_port)
         enrollment = WorkerEnrollment(identity, access, registry, telemetry, persistence.drain)
+    master_metrics = MasterMetrics.for_master(
+        service=service.stats,
+        telemetry=telemetry,
+        hub=hub,
+        tasks=tasks,
+        persistence=persistence,
+        ingest_rate=ingest_rate,
+    )
+    scheme = "http" if settings.insecure else "https"
+    alert_host = settings.advertise_host or settings.master_id
+    alerts = AlertService(
+        resources.store,
+        rules_file=settings.alert_rules,
+        webhooks=settings.alert_webhooks,
+        evaluation_interval=settings.alert_evaluation_interval,
+        publish=hub.publish,
+        generator_url=lambda: (
+            f"{scheme}://{join_host_port(alert_host, ports.http or settings.http_port)}/api/alerts"
+        ),
+    )
+    master_metrics.set_alert_source(alerts.state_counts)
+    tasks.add_listener(task_events(hub))
+    history = None
+    if settings.history_enabled:
+        history = HistoryRecorder(resources.store, history_config(settings))
     return MasterComponents(
         settings,
         resources,
@@ -255,6 +329,47 @@ def build_master(settings: MasterSettings, resources: MasterResources) -> Master
         ingest_rate,
         access,
         enrollment,
+        master_metrics,
+        alerts,
+        output,
+        history=history,
+        bus=bus_ingest(settings, registry, telemetry, service, certificates),
+    )
+
+
+def bus_ingest(
+    settings: MasterSettings,
+    registry: WorkerRegistry,
+    telemetry: TelemetryManager,
+    service: MasterService,
+    certificates: WorkerCertificates | None,
+) -> BusIngest | None:
+    """The bus consumer when ``--bus`` is set (imported lazily: no bus, no NATS client)."""
+    if not settings.bus:
+        return None
+    from cloudai.bus.nats_bus import NatsBus
+    from cloudai.bus.subjects import Subjects, bus_servers
+
+    bus = NatsBus(
+        bus_servers(settings.bus),
+        name=f"cloudai-master-{settings.master_id}",
+        creds=settings.bus_creds,
+        tls_ca=settings.bus_tls_ca,
+    )
+    return BusIngest(bus, Subjects(settings.bus_prefix), registry, telemetry, service, certificates)
+
+
+def history_config(settings: MasterSettings) -> HistoryConfig:
+    return HistoryConfig(
+        retentions=(
+            settings.history_raw_retention,
+            settings.history_minute_retention,
+            settings.history_hour_retention,
+        ),
+        flush_interval=settings.history_flush_interval,
+        prune_interval=settings.history_prune_interval,
+        buffer_size=settings.history_buffer_size,
+        resolution=settings.history_resolution,
     )
 
 
@@ -279,7 +394,8 @@ class Stage:
 class MasterServer:
     parts: MasterComponents
     _started: list[Stage] = field(default_factory=list)
-    _grpc_server: grpc.aio.Server | None = None
+    _grpc_server: grpc.aio.Server | grpc.Server | None = None
+    _handoff: HeartbeatHandoff | None = None  # grpc_server = "sync": threads -> loop
     _http_runner: web.AppRunner | None = None
     _meter_task: asyncio.Task[None] | None = None
     _rejoin_report: asyncio.Task[None] | None = None
@@ -306,8 +422,11 @@ class MasterServer:
             Stage("lock", _nothing, self._release_lock),
             Stage("store", self._open_store, self._close_store),
             Stage("access", self._load_access, _nothing),
+            Stage("history", self._start_history, self._stop_history),
             Stage("telemetry", self._start_telemetry, self._stop_telemetry),
+            Stage("alerts", self._start_alerts, self._stop_alerts),
             Stage("ingest meter", self._start_meter, self._stop_meter),
+            *self._bus_stages(),
             Stage("gRPC", self._start_grpc, self._stop_grpc),
             Stage("HTTP", self._start_http, self._stop_http),
             Stage("allowed workers", self._allow_workers, _nothing),
@@ -366,6 +485,18 @@ class MasterServer:
     async def _close_store(self) -> None:
         await self.parts.tasks.close()
         await self.parts.persistence.stop()  # writes what is queued, closes the store
+        if self.parts.output is not None:
+            await asyncio.to_thread(self.parts.output.store.close)
+
+    async def _start_history(self) -> None:
+        history = self.parts.history
+        if history is not None:
+            await history.start()  # rebuilds the open minute and hour from the store
+            history.attach(self.parts.telemetry)
+
+    async def _stop_history(self) -> None:
+        if self.parts.history is not None:
+            await self.parts.history.stop()  # writes the buffer and the open buckets
 
     async def _start_telemetry(self) -> None:
         self.parts.telemetry.start()
@@ -374,6 +505,26 @@ class MasterServer:
     async def _stop_telemetry(self) -> None:
         await self.parts.link.close()  # registration retries and channels to workers
         await self.parts.telemetry.shutdown()
+
+    async def _start_alerts(self) -> None:
+        alerts = self.parts.alerts
+        if alerts is None:
+            return
+        await alerts.load()  # a bad rules file: RuleError, the master does not start
+        alerts.attach(self.parts.telemetry)
+        alerts.start()
+
+    async def _stop_alerts(self) -> None:
+        if self.parts.alerts is not None:
+            await self.parts.alerts.stop()
+
+    def _bus_stages(self) -> list[Stage]:
+        """With ``--bus``: consume gateways' telemetry and calls (before gRPC, so that a
+        worker that moved to a gateway is served as soon as the master is)."""
+        bus = self.parts.bus
+        if bus is None:
+            return []
+        return [Stage("bus", bus.start, bus.stop)]
 
     async def _start_meter(self) -> None:
         self._meter_task = asyncio.get_running_loop().create_task(
@@ -393,10 +544,31 @@ class MasterServer:
             meter.sample(stats.heartbeats)
             await asyncio.sleep(1.0)
 
+    def _make_grpc_server(self) -> grpc.aio.Server | grpc.Server:
+        """grpc.aio on the event loop (``grpc_server = "aio"``), or grpcio's synchronous
+        server on a thread pool handing heartbeats to the loop in batches ("sync", unary
+        calls only: master/sync_ingest.py)."""
+        settings, service = self.settings, self.parts.service
+        options = grpc_server_options(settings.max_message_bytes)
+        if settings.grpc_server == "aio":
+            aio_server = grpc.aio.server(options=options)
+            add_master_rpcs(service, aio_server)
+            return aio_server
+        loop = asyncio.get_running_loop()
+        self._handoff = HeartbeatHandoff(loop, service.apply_admitted)
+        sync_server = grpc.server(
+            futures.ThreadPoolExecutor(SYNC_SERVER_THREADS, thread_name_prefix="grpc"),
+            options=options,
+            maximum_concurrent_rpcs=SYNC_SERVER_MAX_CALLS,
+        )
+        add_master_rpcs(
+            SyncMasterServicer(service, self._handoff, loop), sync_server, streams=False
+        )
+        return sync_server
+
     async def _start_grpc(self) -> None:
         settings = self.settings
-        server = grpc.aio.server(options=grpc_server_options(settings.max_message_bytes))
-        add_master_rpcs(self.parts.service, server)
+        server = self._make_grpc_server()
         address = join_host_port(settings.grpc_host, settings.grpc_port)
         identity = self.parts.resources.identity
         # gRPC says a busy port with a traceback (RuntimeError) after a line of its own:
@@ -413,7 +585,10 @@ class MasterServer:
             port = 0
         if not port:
             raise OSError(f"cannot listen for gRPC on {address}")
-        await server.start()
+        if isinstance(server, grpc.aio.Server):
+            await server.start()
+        else:
+            server.start()
         self._grpc_server = server
         self.parts.ports.grpc = port
         self.parts.link.grpc_port = port
@@ -422,6 +597,12 @@ class MasterServer:
     async def _stop_grpc(self) -> None:
         server, self._grpc_server = self._grpc_server, None
         if server is None:
+            return
+        if not isinstance(server, grpc.aio.Server):  # sync: calls end on their threads
+            stopped = server.stop(self.settings.shutdown_grace)
+            await asyncio.to_thread(stopped.wait)
+            if self._handoff is not None:
+                self._handoff.close()
             return
         stopping = asyncio.ensure_future(server.stop(self.settings.shutdown_grace))
         await asyncio.sleep(0)  # new RPCs are refused from here on
@@ -439,6 +620,17 @@ class MasterServer:
                 settings.ws_ping_interval, settings.ws_client_timeout, settings.ws_compression
             ),
         )
+        dashboard.add_routes(app)  # GET / and /assets/{name}: the web page (holds no data)
+        if parts.metrics is not None:
+            metrics.add_routes(app, parts.metrics)
+        if parts.alerts is not None:
+            alerts_api.install(app, AlertsAdmin(parts.alerts))
+        if parts.output is not None:
+            output_api.install(app, parts.output)
+        if parts.history is not None:
+            history_api.install(
+                app, history_api.HistoryAccess(parts.history, parts.registry.__contains__)
+            )
         identity, access, enrollment = parts.resources.identity, parts.access, parts.enrollment
         ssl_context = None
         if identity is None or access is None or enrollment is None:
@@ -481,8 +673,11 @@ class MasterServer:
         address = join_host_port(settings.http_host, self.parts.ports.http)
         scheme = "https" if ssl_context is not None else "http"
         log.info(
-            "%s listening on %s (WebSocket /ws/telemetry, /health, /api)", scheme.upper(), address
+            "%s listening on %s (WebSocket /ws/telemetry, /health, /api, /metrics)",
+            scheme.upper(),
+            address,
         )
+        log.info("dashboard: %s://%s/", scheme, address)
 
     async def _stop_http(self) -> None:
         runner, self._http_runner = self._http_runner, None

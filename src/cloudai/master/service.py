@@ -16,11 +16,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 
+from cloudai.master.output_service import OutputRefused, TaskOutputs, check_chunk
 from cloudai.master.registry import WorkerRegistry
+from cloudai.master.task_output import OutputUnavailable
 from cloudai.master.tasks import TaskError
 from cloudai.proto import pb, rpc
 from cloudai.proto.tolerant import Undecodable
@@ -59,6 +61,9 @@ class ServiceStats:
     results_not_stored: int = 0  # answered UNAVAILABLE: the store could not commit them
     refused_credentials: int = 0  # calls without the right certificate (secure mode)
     refused_duplicates: int = 0  # RegisterWorker for an id another live worker holds
+    output_chunks: int = 0  # AppendTaskOutput calls answered (stored, trimmed or a gap)
+    output_refused: int = 0  # AppendTaskOutput for a task that is not the caller's
+    output_not_stored: int = 0  # answered UNAVAILABLE: the disk could not take it
 
 
 Refusal = tuple[grpc.StatusCode, str]
@@ -126,11 +131,13 @@ class MasterService(rpc.MasterWorkerServicer):
         on_registered: Callable[[str], None] | None = None,
         on_heartbeat: Callable[[str], None] | None = None,
         certificates: WorkerCertificates | None = None,
+        output: TaskOutputs | None = None,
     ) -> None:
         self._registry = registry
         self._telemetry = telemetry
         self._results = results
         self._certificates = certificates  # None: plaintext mode, no certificates
+        self._output = output  # None: AppendTaskOutput is UNIMPLEMENTED
         self.refusals = RefusalLog()
         self._on_registered = on_registered
         self._on_heartbeat = on_heartbeat
@@ -275,6 +282,40 @@ class MasterService(rpc.MasterWorkerServicer):
             self._on_heartbeat(worker_id)
         return None, ""
 
+    # -- the synchronous server's path (master/sync_ingest.py) ---------------------------
+
+    def admit(self, heartbeat: pb.Heartbeat | Undecodable, context: Any) -> bool:
+        """On a gRPC thread: True when ``heartbeat`` is valid, from the certificate bound
+        to its worker (secure mode) and its worker has a session, so it may be answered
+        at once and handed to the event loop (``apply_admitted``). False: anything else,
+        which the event loop's ``SendHeartbeat`` answers (and counts, and logs). Reads
+        only; changes nothing."""
+        if isinstance(heartbeat, Undecodable):
+            return False
+        try:
+            validate_heartbeat(heartbeat)
+        except InvalidMessage:
+            return False
+        worker_id = heartbeat.worker_id
+        if self._certificates is not None and self._certificates.check(context, worker_id):
+            return False
+        return self._registry.has_session(worker_id)
+
+    def apply_admitted(self, heartbeats: list[pb.Heartbeat]) -> None:
+        """On the event loop: heartbeats ``admit`` let through, as ``SendHeartbeat`` would
+        have applied them (a worker unregistered since is counted unknown, not applied)."""
+        stats, registry, telemetry = self.stats, self._registry, self._telemetry
+        on_heartbeat = self._on_heartbeat
+        for heartbeat in heartbeats:
+            worker_id = heartbeat.worker_id
+            if not registry.has_session(worker_id):
+                stats.heartbeats_unknown += 1
+                continue
+            stats.heartbeats += 1
+            telemetry.process_heartbeat(heartbeat)
+            if on_heartbeat is not None:
+                on_heartbeat(worker_id)
+
     async def ReportTaskCompletion(
         self, request: pb.TaskResult | Undecodable, context: grpc.aio.ServicerContext
     ) -> pb.Ack:
@@ -305,3 +346,39 @@ class MasterService(rpc.MasterWorkerServicer):
             self.refusals.refused(context.peer(), "ReportTaskCompletion", message)
         self.stats.results += 1
         return pb.Ack(success=ok, message=message)
+
+    async def AppendTaskOutput(
+        self, request: pb.TaskOutput | Undecodable, context: grpc.aio.ServicerContext
+    ) -> pb.TaskOutputAck:
+        """A piece of a running task's output (docs/TASK_OUTPUT.md). Only the task's own
+        worker may send it (secure mode: its certificate, as for results)."""
+        if isinstance(request, Undecodable):
+            await self._refuse_undecodable(context, "AppendTaskOutput", request)
+        try:
+            check_chunk(request)
+        except InvalidMessage as exc:
+            self.stats.invalid_messages += 1
+            self.refusals.refused(context.peer(), "AppendTaskOutput", str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid TaskOutput: {exc}")
+        refusal = self._caller_refusal(context, "AppendTaskOutput", request.worker_id)
+        if refusal is not None:
+            await context.abort(*refusal)
+        if self._output is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this master keeps no task output")
+        assert self._output is not None
+        if request.worker_id not in self._registry:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, not_registered_message(request.worker_id)
+            )
+        try:
+            ack = await self._output.append(request)
+        except OutputRefused as exc:
+            self.stats.output_refused += 1
+            self.refusals.refused(context.peer(), "AppendTaskOutput", str(exc))
+            return pb.TaskOutputAck(success=False, message=str(exc), next_offset=request.offset)
+        except OutputUnavailable as exc:
+            self.stats.output_not_stored += 1
+            self.refusals.refused(context.peer(), "AppendTaskOutput", str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; send it again")
+        self.stats.output_chunks += 1
+        return ack

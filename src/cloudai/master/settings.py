@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from cloudai.addresses import parse_port, split_host_port
+from cloudai.bus.subjects import bus_servers
 from cloudai.settings import CloudAISettings, default_data_root, env_alias
 from cloudai.validation import MAX_MESSAGE_BYTES, InvalidMessage, check_id
 
@@ -53,6 +54,11 @@ class MasterSettings(CloudAISettings):
     inactivity_timeout: Seconds = 30.0
     heartbeat_queue_size: int = Field(8, ge=1)
     max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=1024)
+    # The gRPC server kind (docs/PERFORMANCE.md, "Unary ingest at the Go master's pace"):
+    # "aio" (grpc.aio on the event loop: every RPC, StreamHeartbeats included) or "sync"
+    # (grpc.server on a thread pool: unary calls only, heartbeats handed to the event loop
+    # in batches; StreamHeartbeats answers UNIMPLEMENTED, so our workers send unary).
+    grpc_server: Literal["aio", "sync"] = "aio"
     ws_ping_interval: Seconds = 54.0
     ws_client_timeout: Seconds = 60.0
     # The fan-out tick (0: no batching); with many clients it grows to keep the frames
@@ -79,6 +85,9 @@ class MasterSettings(CloudAISettings):
     task_start_deadline: Seconds = 30.0
     task_vanish_grace: Seconds = 15.0
     task_offline_wait: Seconds = 600.0
+    # A task with retries left runs again this long after a failure, doubling per
+    # attempt, at most 30 s.
+    task_retry_delay: Seconds = 1.0
     # Workers authorised at start: id -> "ip:port" (the master calls its MasterRegister)
     # or "" (the worker registers itself).
     allowed_workers: dict[str, str] = Field(default_factory=dict)
@@ -92,6 +101,36 @@ class MasterSettings(CloudAISettings):
     database_url: str | None = None
     admin_token: str | None = None
     interactive: bool | None = None  # the console; None: when stdin is a terminal
+    # Alerts (docs/ALERTS.md): the rules file (TOML; reloaded on SIGHUP), the webhooks
+    # that get Alertmanager's v2 API body (POST, a JSON list of alerts), and how often the
+    # rules' `for` durations, repeats and the built-in rules are judged.
+    alert_rules: Path | None = None
+    alert_webhooks: list[str] = Field(default_factory=list)
+    alert_evaluation_interval: Seconds = 1.0
+    # Live task output (docs/TASK_OUTPUT.md): the first this many bytes of each task run's
+    # output are kept under data_dir/task-output; the rest is acknowledged and dropped.
+    task_output_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    # Telemetry history (docs/HISTORY.md): every heartbeat for history_raw_retention,
+    # a minute's min/avg/max for history_minute_retention, an hour's for
+    # history_hour_retention (seconds). Written in batches every history_flush_interval;
+    # at most history_buffer_size heartbeats wait for the store (then the oldest are
+    # dropped and counted: a heartbeat never waits for history). history_resolution: the
+    # step of the finest points a query answers (the workers' heartbeat interval).
+    history_enabled: bool = True
+    history_raw_retention: Seconds = 86_400.0
+    history_minute_retention: Seconds = 30 * 86_400.0
+    history_hour_retention: Seconds = 365 * 86_400.0
+    history_flush_interval: Seconds = 1.0
+    history_prune_interval: Seconds = 60.0
+    history_buffer_size: int = Field(200_000, ge=1)
+    history_resolution: Seconds = 5.0
+    # The bus (docs/SCALING.md): with a NATS URL ("nats://host:4222", several separated
+    # by commas), the master also takes the heartbeats `cloudai gateway` processes publish
+    # there, and answers the calls they forward. None: no bus, nothing changes.
+    bus: str | None = None
+    bus_prefix: str = "cloudai"  # subjects <prefix>.telemetry.<worker>, <prefix>.rpc.*
+    bus_creds: Path | None = None  # NATS credentials file (NKey/JWT)
+    bus_tls_ca: Path | None = None  # CA the NATS server's certificate is checked against
 
     @model_validator(mode="after")
     def _tls_pair(self) -> MasterSettings:
@@ -107,9 +146,29 @@ class MasterSettings(CloudAISettings):
         return self.data_dir / "tls"
 
     @property
+    def task_output_dir(self) -> Path:
+        """Where the output workers stream is kept, per task and run."""
+        return self.data_dir / "task-output"
+
+    @property
     def admin_token_file(self) -> Path:
         """The bootstrap admin token, for the CLI on this machine (mode 0600)."""
         return self.data_dir / "admin.token"
+
+    @field_validator("bus")
+    @classmethod
+    def _check_bus(cls, value: str | None) -> str | None:
+        if value:
+            bus_servers(value)
+        return value
+
+    @field_validator("alert_webhooks")
+    @classmethod
+    def _check_webhooks(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"an alert webhook is an http:// or https:// URL, got {url!r}")
+        return value
 
     @field_validator("allowed_workers")
     @classmethod

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+# The synchronous gRPC server's handler threads (``--grpc-server sync``, and the bench's
+# floor of that kind). A unary heartbeat holds its thread for ~20-40 us of Python; more
+# threads only add GIL hand-offs on two cores (docs/PERFORMANCE.md, "Unary ingest at the
+# Go master's pace").
+SYNC_SERVER_THREADS = 8
+# Calls the synchronous server holds at once (running or waiting for a thread); beyond
+# it grpcio refuses them (RESOURCE_EXHAUSTED) instead of queueing them in memory without
+# bound: unbounded, 4,500 calls/s on 2 cores queued for seconds and 500 MB.
+SYNC_SERVER_MAX_CALLS = 1000
+
 
 def grpc_server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     """The gRPC server's channel options (the bench's floor server uses the same).

@@ -44,39 +44,48 @@ def tolerant(message_type: type[Message]) -> Callable[[bytes], Any]:
     return deserialize
 
 
-def _register(server: grpc.aio.Server, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+def _register(
+    server: grpc.aio.Server | grpc.Server, handlers: dict[str, grpc.RpcMethodHandler]
+) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
-def add_master_rpcs(servicer: Any, server: grpc.aio.Server) -> None:
+def add_master_rpcs(
+    servicer: Any, server: grpc.aio.Server | grpc.Server, *, streams: bool = True
+) -> None:
     """The worker -> master RPCs of ``cluster.MasterWorker`` (what a master serves). The
-    others are not registered: gRPC answers them UNIMPLEMENTED without a log line."""
+    others are not registered: gRPC answers them UNIMPLEMENTED without a log line. Without
+    ``streams`` (the synchronous server) StreamHeartbeats is not registered either."""
     unary = grpc.unary_unary_rpc_method_handler
-    _register(
-        server,
-        {
-            "RegisterWorker": unary(
-                servicer.RegisterWorker,
-                request_deserializer=tolerant(pb.WorkerInfo),
-                response_serializer=pb.RegisterAck.SerializeToString,
-            ),
-            "SendHeartbeat": unary(
-                servicer.SendHeartbeat,
-                request_deserializer=tolerant(pb.Heartbeat),
-                response_serializer=pb.HeartbeatAck.SerializeToString,
-            ),
-            "ReportTaskCompletion": unary(
-                servicer.ReportTaskCompletion,
-                request_deserializer=tolerant(pb.TaskResult),
-                response_serializer=pb.Ack.SerializeToString,
-            ),
-            "StreamHeartbeats": grpc.stream_unary_rpc_method_handler(
-                servicer.StreamHeartbeats,
-                request_deserializer=tolerant(pb.Heartbeat),
-                response_serializer=pb.HeartbeatAck.SerializeToString,
-            ),
-        },
-    )
+    handlers: dict[str, grpc.RpcMethodHandler] = {
+        "RegisterWorker": unary(
+            servicer.RegisterWorker,
+            request_deserializer=tolerant(pb.WorkerInfo),
+            response_serializer=pb.RegisterAck.SerializeToString,
+        ),
+        "SendHeartbeat": unary(
+            servicer.SendHeartbeat,
+            request_deserializer=tolerant(pb.Heartbeat),
+            response_serializer=pb.HeartbeatAck.SerializeToString,
+        ),
+        "ReportTaskCompletion": unary(
+            servicer.ReportTaskCompletion,
+            request_deserializer=tolerant(pb.TaskResult),
+            response_serializer=pb.Ack.SerializeToString,
+        ),
+        "AppendTaskOutput": unary(
+            servicer.AppendTaskOutput,
+            request_deserializer=tolerant(pb.TaskOutput),
+            response_serializer=pb.TaskOutputAck.SerializeToString,
+        ),
+    }
+    if streams:
+        handlers["StreamHeartbeats"] = grpc.stream_unary_rpc_method_handler(
+            servicer.StreamHeartbeats,
+            request_deserializer=tolerant(pb.Heartbeat),
+            response_serializer=pb.HeartbeatAck.SerializeToString,
+        )
+    _register(server, handlers)
 
 
 def add_worker_rpcs(servicer: Any, server: grpc.aio.Server) -> None:
