@@ -187,6 +187,13 @@ def add_master_arguments(p: argparse.ArgumentParser) -> None:
         help="also take heartbeats and calls from `cloudai gateway` processes through this "
         "NATS server (nats://HOST:4222; docs/SCALING.md); default: none",
     )
+    p.add_argument(
+        "--grpc-server",
+        choices=("aio", "sync"),
+        help="the gRPC server kind: aio (asyncio; serves streams) or sync (threads; unary "
+        "only, our workers fall back to unary; docs/PERFORMANCE.md) "
+        f"(default {_default('grpc_server')})",
+    )
     p.add_argument("--ready-file", type=Path, help="write {grpc_port, http_port, pid} here")
 
 
@@ -242,6 +249,7 @@ def master_flags(args: argparse.Namespace) -> dict[str, Any]:
         "history_enabled": False if getattr(args, "no_history", False) else None,
         "task_output_max_bytes": _mib_to_bytes(getattr(args, "task_output_max_mib", None)),
         "bus": getattr(args, "bus", None),
+        "grpc_server": getattr(args, "grpc_server", None),
     }
 
 

@@ -99,3 +99,8 @@ def test_unknown_setting_in_the_file_is_named(
     monkeypatch.setenv("CLOUDAI_CONFIG", str(config))
     with pytest.raises(SettingsError, match="grcp-port: unknown setting"):
         cli.settings_from_args(parse())
+
+
+def test_grpc_server_kind() -> None:
+    assert cli.settings_from_args(parse()).grpc_server == "aio"
+    assert cli.settings_from_args(parse("--grpc-server", "sync")).grpc_server == "sync"
