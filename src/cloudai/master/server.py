@@ -347,6 +347,14 @@ def bus_ingest(
     """The bus consumer when ``--bus`` is set (imported lazily: no bus, no NATS client)."""
     if not settings.bus:
         return None
+    if not settings.insecure and settings.bus_creds is None:
+        log.warning(
+            "--bus without --bus-creds: this master trusts whatever is published on the "
+            "bus's %s.telemetry and %s.rpc subjects as coming from a gateway; give each "
+            "gateway and the master their own NATS user (docs/SCALING.md)",
+            settings.bus_prefix,
+            settings.bus_prefix,
+        )
     from cloudai.bus.nats_bus import NatsBus
     from cloudai.bus.subjects import Subjects, bus_servers
 
