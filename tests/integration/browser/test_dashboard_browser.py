@@ -78,7 +78,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         for worker in cluster.workers.values():
             worker.close()
-        master.close()
+        cluster.master.close()  # the one running now (a test restarts it)
 
 
 # -- the browser ------------------------------------------------------------------------------
