@@ -25,14 +25,13 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter
 
 from cloudai.addresses import join_host_port
-from cloudai.api.errors import describe
 from cloudai.api.models import (
     ApiTokenInfo,
     ApiTokenRequest,
@@ -47,7 +46,6 @@ from cloudai.api.models import (
     JoinResponse,
     JoinTokenInfo,
     JoinTokenRequest,
-    Request,
     Task,
     TaskFilter,
     TaskLogs,
@@ -58,6 +56,14 @@ from cloudai.api.models import (
 )
 from cloudai.master.access import join_command
 from cloudai.master.alerts_api import ALERT_OPERATIONS
+from cloudai.master.api_input import (
+    MAX_BODY_BYTES,
+    Refusal,
+    read_body,
+    read_query,
+    size_text,
+    too_large,
+)
 from cloudai.master.cluster_admin import AdminError, ClusterAdmin, ErrorKind
 from cloudai.master.history_api import HISTORY_OPERATIONS
 from cloudai.master.http_auth import is_secured, required_scope
@@ -69,7 +75,6 @@ from cloudai.task_status import TaskStatus
 log = logging.getLogger(__name__)
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-MAX_BODY_BYTES = 1024 * 1024
 """The largest request body accepted (413 above it)."""
 API_VERSION = "1"
 
@@ -85,7 +90,6 @@ _WORKERS: TypeAdapter[list[Worker]] = TypeAdapter(list[Worker])
 _TASKS: TypeAdapter[list[Task]] = TypeAdapter(list[Task])
 _JOIN_TOKENS: TypeAdapter[list[JoinTokenInfo]] = TypeAdapter(list[JoinTokenInfo])
 _API_TOKENS: TypeAdapter[list[ApiTokenInfo]] = TypeAdapter(list[ApiTokenInfo])
-R = TypeVar("R", bound=Request)
 
 Join = Callable[[JoinRequest, str], Awaitable[JoinResponse]]
 """The join use case: the request and the peer's address -> the worker's certificate.
@@ -137,16 +141,6 @@ class _Api:
 
 
 API_KEY = web.AppKey("admin_api", _Api)
-
-
-class Refusal(Exception):
-    """An answer other than success: the status code and one line of text."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
 
 
 # -- policy -----------------------------------------------------------------------------------
@@ -211,47 +205,9 @@ def list_response(adapter: TypeAdapter[Any], items: list[Any]) -> web.Response:
     return web.Response(body=adapter.dump_json(items), content_type="application/json")
 
 
-async def read_body(request: web.Request, model: type[R]) -> R:
-    """The request body as ``model``: 413 past MAX_BODY_BYTES, 400 if it does not fit.
-
-    The body is read as JSON whatever its Content-Type says (``curl -d`` sends
-    ``application/x-www-form-urlencoded``)."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise Refusal(413, _too_large())
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise Refusal(413, _too_large())
-        chunks.append(chunk)
-    try:
-        return model.model_validate_json(b"".join(chunks))
-    except ValidationError as exc:
-        raise Refusal(400, describe(exc, model)) from None
-
-
-def _too_large() -> str:
-    return f"the body is larger than the limit of {_size(MAX_BODY_BYTES)}"
-
-
-def _size(count: int) -> str:
-    return f"{count // 1024**2} MiB" if count % 1024**2 == 0 else f"{count // 1024} KiB"
-
-
 def task_filter(request: web.Request) -> TaskFilter:
     """The query of GET /api/tasks, validated (400 naming the valid values)."""
-    values: dict[str, str] = {}
-    for name in TaskFilter.model_fields:
-        given = request.query.getall(name, [])
-        if len(given) > 1:
-            raise Refusal(400, f"{name} is given {len(given)} times; give it once")
-        if given:
-            values[name] = given[0]
-    try:
-        return TaskFilter.model_validate(values)
-    except ValidationError as exc:
-        raise Refusal(400, describe(exc)) from None
+    return read_query(request, TaskFilter)
 
 
 # -- middleware -------------------------------------------------------------------------------
@@ -279,7 +235,7 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     if isinstance(exc, web.HTTPNotFound):
         return error_response(404, f"no such endpoint: {request.method} {path}")
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return error_response(413, _too_large())
+        return error_response(413, too_large())
     return error_response(exc.status, exc.reason or f"HTTP {exc.status}")
 
 
@@ -444,7 +400,7 @@ _ERROR_TEXT = {
     404: "No such worker or task",
     409: "Conflict with the current state",
     422: "Well-formed, but not something the master can use",
-    413: f"The body is larger than {_size(MAX_BODY_BYTES)}",
+    413: f"The body is larger than {size_text(MAX_BODY_BYTES)}",
     429: "Too many failed authentications from this address: try again after Retry-After seconds",
     503: "The worker is not registered or did not answer",
 }

@@ -6,12 +6,11 @@ into ``{"error"}`` answers."""
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
-from cloudai.api.errors import describe
 from cloudai.api.models import (
     Alert,
     AlertEvent,
@@ -25,12 +24,11 @@ from cloudai.api.models import (
     SilenceRequest,
 )
 from cloudai.master.alerts_admin import AlertsAdmin
+from cloudai.master.api_input import read_body, read_query
 from cloudai.master.cluster_admin import AdminError, ErrorKind
 from cloudai.master.openapi import Operation, Param, Reply
 
 ALERTS_KEY = web.AppKey("alerts_admin", AlertsAdmin)
-MAX_BODY_BYTES = 1024 * 1024
-M = TypeVar("M", bound=BaseModel)
 
 _ALERTS: TypeAdapter[list[Alert]] = TypeAdapter(list[Alert])
 _EVENTS: TypeAdapter[list[AlertEvent]] = TypeAdapter(list[AlertEvent])
@@ -49,39 +47,13 @@ def _json(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-def _query(request: web.Request, model: type[M]) -> M:
-    values: dict[str, str] = {}
-    for name in model.model_fields:
-        given = request.query.getall(name, [])
-        if len(given) > 1:
-            raise AdminError(ErrorKind.INVALID, f"{name} is given {len(given)} times; give it once")
-        if given:
-            values[name] = given[0]
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        raise AdminError(ErrorKind.INVALID, describe(exc)) from None
-
-
-async def _body(request: web.Request, model: type[M]) -> M:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=0)
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=len(raw))
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise AdminError(ErrorKind.INVALID, describe(exc, model)) from None
-
-
 async def list_alerts(request: web.Request) -> web.Response:
-    query = _query(request, AlertFilter)
+    query = read_query(request, AlertFilter)
     return _json(_ALERTS.dump_json(_alerts(request).alerts(query.state)))
 
 
 async def alert_history(request: web.Request) -> web.Response:
-    query = _query(request, AlertHistoryFilter)
+    query = read_query(request, AlertHistoryFilter)
     events = await _alerts(request).history(query.rule, query.worker_id, query.limit)
     return _json(_EVENTS.dump_json(events))
 
@@ -91,7 +63,7 @@ async def list_rules(request: web.Request) -> web.Response:
 
 
 async def add_rule(request: web.Request) -> web.Response:
-    spec = await _body(request, AlertRuleSpec)
+    spec = await read_body(request, AlertRuleSpec)
     rule = await _alerts(request).add_rule(spec)
     return _json(rule.model_dump_json().encode(), 201)
 
@@ -106,7 +78,7 @@ async def list_silences(request: web.Request) -> web.Response:
 
 
 async def add_silence(request: web.Request) -> web.Response:
-    body = await _body(request, SilenceRequest)
+    body = await read_body(request, SilenceRequest)
     silence = await _alerts(request).add_silence(body)
     return _json(silence.model_dump_json().encode(), 201)
 

@@ -10,9 +10,7 @@ from collections.abc import Callable
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
-from cloudai.api.errors import describe
 from cloudai.api.models import (
     ClusterHistory,
     ErrorBody,
@@ -26,6 +24,7 @@ from cloudai.api.models import (
 from cloudai.history.query import QueryError
 from cloudai.history.recorder import HistoryRecorder
 from cloudai.identifiers import check_id
+from cloudai.master.api_input import read_query
 from cloudai.master.cluster_admin import AdminError, ErrorKind
 from cloudai.master.openapi import Operation, Param, Reply
 
@@ -39,7 +38,6 @@ class HistoryAccess:
 
 
 HISTORY_KEY = web.AppKey("history", HistoryAccess)
-_FIELDS = ("metrics", "from", "to", "points")
 
 
 def _access(request: web.Request) -> HistoryAccess:
@@ -49,28 +47,9 @@ def _access(request: web.Request) -> HistoryAccess:
     return access
 
 
-def _filter(request: web.Request) -> HistoryFilter:
-    values: dict[str, str] = {}
-    for name in request.query:
-        if name not in _FIELDS:
-            raise AdminError(
-                ErrorKind.INVALID, f"unknown query parameter {name!r}: use {', '.join(_FIELDS)}"
-            )
-    for name in _FIELDS:
-        given = request.query.getall(name, [])
-        if len(given) > 1:
-            raise AdminError(ErrorKind.INVALID, f"{name} is given {len(given)} times; give it once")
-        if given:
-            values[name] = given[0]
-    try:
-        return HistoryFilter.model_validate(values)
-    except ValidationError as exc:
-        raise AdminError(ErrorKind.INVALID, describe(exc)) from None
-
-
 async def _answer(request: web.Request, worker_id: str | None) -> web.Response:
     access = _access(request)
-    query = _filter(request)
+    query = read_query(request, HistoryFilter, only_known=True)
     try:
         p = access.recorder.plan(query.metrics, query.from_, query.to, query.points)
     except QueryError as exc:

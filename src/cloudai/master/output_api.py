@@ -22,10 +22,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from cloudai.api.errors import describe
 from cloudai.api.models import ErrorBody, Identifier
+from cloudai.master.api_input import read_query
 from cloudai.master.cluster_admin import AdminError, ErrorKind
 from cloudai.master.openapi import Operation, Param, Reply
 from cloudai.master.output_service import MAX_WAIT_SECONDS, OutputRange, TaskOutputs
@@ -60,20 +60,6 @@ class OutputQuery(BaseModel):
     )
 
 
-def _query(request: web.Request) -> OutputQuery:
-    values: dict[str, str] = {}
-    for name in OutputQuery.model_fields:
-        given = request.query.getall(name, [])
-        if len(given) > 1:
-            raise AdminError(ErrorKind.INVALID, f"{name} is given {len(given)} times; give it once")
-        if given:
-            values[name] = given[0]
-    try:
-        return OutputQuery.model_validate(values)
-    except ValidationError as exc:
-        raise AdminError(ErrorKind.INVALID, describe(exc)) from None
-
-
 def output_headers(answer: OutputRange) -> dict[str, str]:
     return {
         "X-Output-Size": str(answer.size),
@@ -89,7 +75,7 @@ async def task_output(request: web.Request) -> web.Response:
     outputs = request.app.get(OUTPUT_KEY)
     if outputs is None:
         raise AdminError(ErrorKind.UNAVAILABLE, "this master keeps no task output")
-    query = _query(request)
+    query = read_query(request, OutputQuery)
     try:
         answer = await outputs.read(
             request.match_info["task_id"], query.offset, query.limit, query.attempt, query.wait
