@@ -67,6 +67,15 @@ def choose(candidates: list[Candidate], request: Request) -> Candidate | None:
     return min(fitting, key=lambda c: (c.cpu_usage, c.tasks, c.worker_id))
 
 
+def choose_avoiding(
+    candidates: list[Candidate], request: Request, avoid: frozenset[str]
+) -> Candidate | None:
+    """``choose``, among the workers not in ``avoid`` first (a retry goes elsewhere than
+    the runs that failed when it can), then among all."""
+    elsewhere = choose([c for c in candidates if c.worker_id not in avoid], request)
+    return elsewhere if elsewhere is not None else choose(candidates, request)
+
+
 def no_fit_reason(candidates: list[Candidate], request: Request) -> str:
     """One line for a person when ``choose`` found nothing."""
     active = [c for c in candidates if c.active]

@@ -118,3 +118,25 @@ async def test_the_tasks_topic_tells_each_change(cluster: tuple[Process, ApiClie
                     break
     assert seen[0] == ("queued", 1) and seen[-1] == ("failure", 2)
     assert ("queued", 2) in seen  # run again
+
+
+def test_a_retry_of_an_any_worker_task_runs_on_another_worker(tmp_path: Path) -> None:
+    master = start_master(tmp_path, CLOUDAI_TASK_RETRY_DELAY="0.2")
+    workers = [start_worker(tmp_path, w, "--interval", "0.3") for w in ("p1", "p2")]
+    try:
+        api = ApiClient(master.extra["http"])
+        for worker_id, worker in zip(("p1", "p2"), workers, strict=True):
+            api.register(worker_id, worker.extra["address"])
+            wait_heartbeat(master.extra["http"], worker_id)
+        task = api.submit(None, command="exit 4", task_id="t-any", any_worker=True, retries=1)
+        assert task.any_worker and task.worker_id in ("p1", "p2")
+        wait_until(lambda: api.task("t-any").status == "failure", 30, "both attempts to fail")
+        task = api.task("t-any")
+        first = task.attempts[0].worker_id
+        assert task.attempt == 2 and task.worker_id != first, task
+        assert {first, task.worker_id} == {"p1", "p2"}
+        assert task.exit_code == 4  # the second worker's own result, accepted from it
+    finally:
+        for worker in workers:
+            worker.kill()
+        master.kill()

@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from cloudai.placement import Candidate, Request, choose, fits, free, no_fit_reason
+from cloudai.placement import (
+    Candidate,
+    Request,
+    choose,
+    choose_avoiding,
+    fits,
+    free,
+    no_fit_reason,
+)
 
 NOTHING = Request()
 
@@ -50,3 +58,13 @@ def test_nothing_fits() -> None:
     assert no_fit_reason(small, Request(cpu=4)) == (
         "no active worker has 4 CPU, 0 GiB memory, 0 GPU free (1 active)"
     )
+
+
+def test_a_retry_goes_elsewhere_when_something_else_fits() -> None:
+    workers = [worker("a", cpu=5.0), worker("b", cpu=60.0), worker("c", cpu=1.0, active=False)]
+    again = choose_avoiding(workers, Request(cpu=1), frozenset({"a"}))
+    assert again is not None and again.worker_id == "b"
+    # only the worker that was tried fits: it gets the retry
+    only = choose_avoiding(workers, Request(cpu=4), frozenset({"a"}))
+    assert only is not None and only.worker_id == "a"
+    assert choose_avoiding(workers, Request(cpu=100), frozenset()) is None

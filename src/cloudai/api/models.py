@@ -318,6 +318,11 @@ class Task(Response):
     attempts: list[TaskAttempt] = Field(
         default_factory=list, description="earlier runs that failed, timed out or were lost"
     )
+    any_worker: bool = Field(
+        default=False,
+        description="placed by the master (submitted with any_worker): each retry is placed "
+        "again, on a worker the earlier runs did not use when one fits",
+    )
 
 
 class TaskWithLogs(Task):

@@ -126,6 +126,7 @@ def task_model(task: TaskState) -> Task:
             )
             for ended in task.attempts
         ],
+        any_worker=task.any_worker,
     )
 
 
@@ -216,17 +217,33 @@ class ClusterAdmin:
         """Assign a task to a worker (``any_worker``: the least-loaded active worker whose
         free resources fit). A task the worker refused comes back with status
         ``rejected`` (and its message); an unreachable worker raises UNAVAILABLE; a worker
-        that is not connected gets it when it connects (status ``queued`` until then)."""
-        if request.any_worker:
+        that is not connected gets it when it connects (status ``queued`` until then).
+        A task placed by the master is placed again for each retry."""
+        placed = request.any_worker
+        if placed:
             request = request.model_copy(
                 update={"worker_id": self._place(request), "any_worker": False}
             )
         try:
-            return task_model(await self._tasks.submit(request))
+            return task_model(await self._tasks.submit(request, placed=placed))
         except TaskError as exc:
             raise _refusal(exc) from None
 
     def _place(self, request: TaskSubmission) -> str:
+        candidates = self._candidates()
+        wanted = placement.Request(request.req_cpu, request.req_memory, request.req_gpu)
+        chosen = placement.choose(candidates, wanted)
+        if chosen is None:
+            raise AdminError(ErrorKind.UNAVAILABLE, placement.no_fit_reason(candidates, wanted))
+        return chosen.worker_id
+
+    def place_retry(self, task: TaskState, tried: frozenset[str]) -> str | None:
+        """The worker for the next attempt of an "any worker" task (TaskBook's placer)."""
+        wanted = placement.Request(task.req_cpu, task.req_memory, task.req_gpu)
+        chosen = placement.choose_avoiding(self._candidates(), wanted, tried)
+        return None if chosen is None else chosen.worker_id
+
+    def _candidates(self) -> list[placement.Candidate]:
         telemetry = self._telemetry.get_all_worker_telemetry()
         reserved = self._tasks.reserved()
         candidates = []
@@ -247,11 +264,7 @@ class ClusterAdmin:
                     tasks=count,
                 )
             )
-        wanted = placement.Request(request.req_cpu, request.req_memory, request.req_gpu)
-        chosen = placement.choose(candidates, wanted)
-        if chosen is None:
-            raise AdminError(ErrorKind.UNAVAILABLE, placement.no_fit_reason(candidates, wanted))
-        return chosen.worker_id
+        return candidates
 
     async def cancel_task(self, task_id: str) -> Task:
         try:

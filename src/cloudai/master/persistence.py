@@ -152,6 +152,7 @@ def task_record(task: TaskState) -> TaskRecord:
         time_limit=task.time_limit,
         max_retries=task.max_retries,
         attempt=task.attempt,
+        any_worker=task.any_worker,
     )
 
 
@@ -205,6 +206,7 @@ def task_state(
         time_limit=record.time_limit,
         max_retries=record.max_retries,
         attempt=record.attempt,
+        any_worker=record.any_worker,
         attempts=tuple(finished_attempt(attempt) for attempt in attempts),
     )
     if result is not None:
@@ -263,6 +265,7 @@ def task_operation(change: TaskChange) -> Callable[[Store], None]:
             finished_at=record.finished_at,
             attempt=record.attempt,
             new_attempt=ended is not None,
+            target_worker_id=record.target_worker_id,
         ):
             raise NotFoundError(f"no task {record.task_id!r} to update")
         if ended is not None:

@@ -281,6 +281,7 @@ def build_master(settings: MasterSettings, resources: MasterResources) -> Master
         counters,
         registry_committed=persistence.registry_committed,
     )
+    tasks.set_placer(admin.place_retry)
     access = enrollment = None
     if identity is not None:
 

@@ -163,6 +163,7 @@ class TaskState:
     max_retries: int = 0
     attempt: int = 1  # the current run; 1 for the first
     attempts: tuple[FinishedAttempt, ...] = ()  # earlier runs, without their logs
+    any_worker: bool = False  # placed by the master: each retry is placed again
 
     def copy(self) -> TaskState:
         return replace(self)
@@ -239,6 +240,10 @@ class UnrecordedJournal:
 
 
 TaskListener = Callable[[TaskState], None]
+Placer = Callable[[TaskState, frozenset[str]], str | None]
+"""Where an "any worker" task's next attempt should run: ``placer(task, tried)`` is the
+worker placement chooses now, preferring one not in ``tried`` (the workers its earlier
+attempts ran on); None when no active worker fits."""
 # (task_id, worker_id, acknowledged, message): one per AssignTask attempt
 AssignmentListener = Callable[[str, str, bool, str], None]
 
@@ -276,6 +281,11 @@ class TaskBook:
         self._busy: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # per task: lock, users
         self._listeners: list[TaskListener] = []
         self._assignment_listeners: list[AssignmentListener] = []
+        self._placer: Placer | None = None
+
+    def set_placer(self, placer: Placer) -> None:
+        """Place each retry of an "any worker" task with ``placer`` (ClusterAdmin's)."""
+        self._placer = placer
 
     def set_journal(self, journal: TaskJournal) -> None:
         """Write changes to ``journal`` from now on (MasterPersistence.attach)."""
@@ -333,7 +343,10 @@ class TaskBook:
 
     # -- operations -------------------------------------------------------------------------
 
-    async def submit(self, request: TaskSubmission) -> TaskState:
+    async def submit(self, request: TaskSubmission, *, placed: bool = False) -> TaskState:
+        """Store the task, then hand it to its worker. ``placed``: the master chose
+        ``request.worker_id`` (the admin asked for any worker), so a retry is placed
+        again."""
         check_submission(request)
         worker_id = request.worker_id
         assert worker_id is not None  # check_submission says so
@@ -355,6 +368,7 @@ class TaskBook:
             submitted_at=self._clock(),
             time_limit=request.time_limit,
             max_retries=request.retries,
+            any_worker=placed,
         )
         deadline = task.submitted_at + self._offline_wait
         if not connected:
@@ -582,6 +596,10 @@ class TaskBook:
         task = self._tasks.get(task_id)
         if task is None or task.status is not TaskStatus.QUEUED or task.attempt != attempt:
             return  # cancelled or changed meanwhile
+        if task.any_worker:
+            task = await self._place_again(task_id, attempt)
+            if task is None:
+                return
         if not self._registry.has_session(task.target_worker_id):
             self._wait_for(task.target_worker_id, task_id, self._clock() + self._offline_wait)
             return
@@ -589,6 +607,36 @@ class TaskBook:
             await self._dispatch(task.copy())
         except TaskError as exc:
             log.info("attempt %d of task %s not handed to its worker: %s", attempt, task_id, exc)
+
+    async def _place_again(self, task_id: str, attempt: int) -> TaskState | None:
+        """An "any worker" task's next attempt goes where placement says now, on a worker
+        its earlier attempts did not run on when one fits (stored before it is handed
+        over); it stays with its worker when nothing else fits or the move cannot be
+        stored. None: the task changed meanwhile."""
+        async with self._exclusive(task_id):
+            task = self._tasks.get(task_id)
+            if task is None or task.status is not TaskStatus.QUEUED or task.attempt != attempt:
+                return None
+            tried = frozenset(ended.worker_id for ended in task.attempts)
+            chosen = self._placer(task, tried) if self._placer is not None else None
+            if chosen is None or chosen == task.target_worker_id:
+                return task
+            moved = task.copy()
+            moved.target_worker_id = chosen
+            moved.message = f"{task.message}; placed on worker {chosen!r}"
+            try:
+                await self._commit(TaskChange(moved))
+            except NotStored as exc:
+                log.warning("task %s stays on %s: %s", task_id, task.target_worker_id, exc)
+                return task
+        log.info(
+            "attempt %d of task %s placed on %s (was %s)",
+            attempt,
+            task_id,
+            chosen,
+            task.target_worker_id,
+        )
+        return moved
 
     def on_telemetry(self, state: WorkerTelemetry, event: TelemetryEvent) -> None:
         """Heartbeats list running tasks: mark ours "running" (written behind), only for

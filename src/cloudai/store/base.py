@@ -133,11 +133,13 @@ class Store(ABC):
         finished_at: datetime | None = None,
         attempt: int | None = None,
         new_attempt: bool = False,
+        target_worker_id: str | None = None,
     ) -> bool:
         """Change the given fields (None: leave as is); True if the task exists.
 
         ``new_attempt``: the task runs again, so its start and finish times are cleared
-        (before ``started_at``/``finished_at`` are applied)."""
+        (before ``started_at``/``finished_at`` are applied); ``target_worker_id``: the
+        task moves to that worker (an "any worker" task's next attempt)."""
 
     @abstractmethod
     def get_task(self, task_id: str) -> TaskRecord | None: ...

@@ -65,6 +65,7 @@ class TaskRecord:
     time_limit: float = 0.0  # seconds; 0: no limit
     max_retries: int = 0  # runs after the first one, on failure or loss
     attempt: int = 1  # the current attempt (1: the first run)
+    any_worker: bool = False  # placed by the master: a retry may go to another worker
 
 
 @dataclass(slots=True)

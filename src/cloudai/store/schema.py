@@ -125,6 +125,8 @@ tasks = Table(
     Column("time_limit", Float, nullable=False, server_default="0"),  # seconds; 0: none
     Column("max_retries", Integer, nullable=False, server_default="0"),
     Column("attempt", Integer, nullable=False, server_default="1"),  # the current one
+    # Placed by the master (any worker): a retry may go to another worker.
+    Column("any_worker", Boolean, nullable=False, server_default=false()),
     CheckConstraint(f"status IN ({_in(TASK_STATUSES)})", name="status"),
     Index("ix_tasks_status", "status"),
     Index("ix_tasks_target_worker_id", "target_worker_id"),

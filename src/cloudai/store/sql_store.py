@@ -254,12 +254,15 @@ class SqlStore(SqlAlerts, SqlHistory, Store):
         finished_at: datetime | None = None,
         attempt: int | None = None,
         new_attempt: bool = False,
+        target_worker_id: str | None = None,
     ) -> bool:
         values: dict[str, Any] = {}
         if new_attempt:
             values["started_at"] = values["finished_at"] = None
         if attempt is not None:
             values["attempt"] = attempt
+        if target_worker_id is not None:
+            values["target_worker_id"] = target_worker_id
         if status is not None:
             _check_status(status, TASK_STATUSES, "task")
             values["status"] = status

@@ -107,7 +107,13 @@ TASK = {
 }
 
 
-TASK_ADDITIONS = {"time_limit": 0.0, "retries": 0, "attempt": 1, "attempts": []}
+TASK_ADDITIONS = {
+    "time_limit": 0.0,
+    "retries": 0,
+    "attempt": 1,
+    "attempts": [],
+    "any_worker": False,
+}
 """Fields added later, after the original ones: defaults for a task that has none."""
 
 

@@ -61,11 +61,14 @@ async def until(condition: Callable[[], bool], turns: int = 1000) -> None:
     raise AssertionError("condition never held")
 
 
-def book(retry_delay: float = 0.0) -> tuple[TaskBook, Link, Journal, Clock]:
+def book(
+    retry_delay: float = 0.0, workers: tuple[str, ...] = ("w1",)
+) -> tuple[TaskBook, Link, Journal, Clock]:
     clock, registry, link, journal = Clock(), WorkerRegistry(), Link(), Journal()
-    registry.authorise("w1")
-    ok, message = registry.register(pb.WorkerInfo(worker_id="w1"))
-    assert ok, message
+    for worker_id in workers:
+        registry.authorise(worker_id)
+        ok, message = registry.register(pb.WorkerInfo(worker_id=worker_id))
+        assert ok, message
     tasks = TaskBook(
         registry,
         link,  # type: ignore[arg-type]
@@ -214,3 +217,55 @@ async def test_a_result_from_a_peer_that_does_not_count_attempts(retries: int) -
     await tasks.submit(TaskSubmission(worker_id="w1", command="x", task_id="t1", retries=retries))
     ok, _ = await tasks.record_result(result("success", 0, code=0))  # a Go worker: attempt 0
     assert ok and tasks.get("t1").status is TaskStatus.SUCCESS
+
+
+class Placer:
+    """Placement as ClusterAdmin does it, over a fixed list of fitting workers."""
+
+    def __init__(self, fitting: list[str]) -> None:
+        self.fitting = fitting
+        self.asked: list[frozenset[str]] = []
+
+    def __call__(self, task: object, tried: frozenset[str]) -> str | None:
+        self.asked.append(tried)
+        elsewhere = [w for w in self.fitting if w not in tried]
+        return (elsewhere or self.fitting or [None])[0]
+
+
+async def test_a_retry_of_a_task_placed_by_the_master_goes_to_another_worker() -> None:
+    tasks, link, journal, _clock = book(workers=("w1", "w2"))
+    placer = Placer(["w1", "w2"])
+    tasks.set_placer(placer)
+    submission = TaskSubmission(worker_id="w1", command="false", task_id="t1", retries=2)
+    assert (await tasks.submit(submission, placed=True)).any_worker
+    await tasks.record_result(result("failure", 1))
+    await until(lambda: len(link.sent) == 2)
+    assert link.sent[-1].target_worker_id == "w2" and placer.asked == [frozenset({"w1"})]
+    task = tasks.get("t1")
+    assert task.target_worker_id == "w2" and task.status is TaskStatus.ASSIGNED
+    moved = [c.task for c in journal.changes if c.task.target_worker_id == "w2"]
+    assert moved and moved[0].status is TaskStatus.QUEUED  # stored before it is handed over
+    # its result now comes from w2; a third attempt, both tried: placement's first choice
+    w2_failed = pb.TaskResult(task_id="t1", worker_id="w2", status="failure", attempt=2)
+    await tasks.record_result(w2_failed)
+    await until(lambda: len(link.sent) == 3)
+    assert link.sent[-1].target_worker_id == "w1"
+    assert [a.worker_id for a in tasks.get("t1").attempts] == ["w1", "w2"]
+
+
+async def test_a_retry_stays_put_when_nothing_else_fits_or_the_worker_was_named() -> None:
+    tasks, link, _journal, _clock = book(workers=("w1", "w2"))
+    tasks.set_placer(Placer([]))  # no active worker fits: it waits for its own
+    await tasks.submit(
+        TaskSubmission(worker_id="w1", command="x", task_id="t1", retries=1), placed=True
+    )
+    await tasks.record_result(result("failure", 1))
+    await until(lambda: len(link.sent) == 2)
+    assert link.sent[-1].target_worker_id == "w1"
+    named = Placer(["w2"])
+    tasks.set_placer(named)
+    await tasks.submit(TaskSubmission(worker_id="w1", command="x", task_id="t2", retries=1))
+    failed = pb.TaskResult(task_id="t2", worker_id="w1", status="failure", attempt=1)
+    await tasks.record_result(failed)
+    await until(lambda: len(link.sent) == 4)
+    assert link.sent[-1].target_worker_id == "w1" and named.asked == []
