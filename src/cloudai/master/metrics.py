@@ -48,6 +48,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from cloudai.history.recorder import HistoryStats
 from cloudai.master.loop_lag import LagReading, LoopLagMonitor
 from cloudai.master.persistence import MasterPersistence
 from cloudai.master.rate_meter import RateMeter
@@ -400,6 +401,69 @@ def loop_lag_families(reading: LagReading) -> Iterator[Metric]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryFigures:
+    """The telemetry history's recorder (``history.recorder.HistoryStats``)."""
+
+    samples: int
+    dropped: int
+    rows_written: int
+    buckets_written: int
+    failed_batches: int
+    pruned: int
+
+
+def history_families(f: HistoryFigures) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "cloudai_history_samples_total", "Heartbeats taken into the history", value=f.samples
+    )
+    yield CounterMetricFamily(
+        "cloudai_history_samples_dropped_total",
+        "History samples dropped unwritten because the store fell behind",
+        value=f.dropped,
+    )
+    rows = CounterMetricFamily(
+        "cloudai_history_rows_written_total",
+        "History rows written, by tier (raw: every heartbeat; aggregate: minute and hour)",
+        labels=["tier"],
+    )
+    rows.add_metric(["raw"], f.rows_written)
+    rows.add_metric(["aggregate"], f.buckets_written)
+    yield rows
+    yield CounterMetricFamily(
+        "cloudai_history_write_failures_total",
+        "History batches the store could not write",
+        value=f.failed_batches,
+    )
+    yield CounterMetricFamily(
+        "cloudai_history_rows_pruned_total",
+        "History rows deleted past their retention",
+        value=f.pruned,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffFigures:
+    """The synchronous gRPC server's hand-off of heartbeats to the event loop."""
+
+    batches: int
+    refused: int
+
+
+def handoff_families(f: HandoffFigures) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "cloudai_grpc_sync_batches_total",
+        "Batches of heartbeats the synchronous gRPC server handed to the event loop",
+        value=f.batches,
+    )
+    yield CounterMetricFamily(
+        "cloudai_grpc_sync_refused_total",
+        "Heartbeats the synchronous gRPC server refused (UNAVAILABLE) because the event "
+        "loop was behind",
+        value=f.refused,
+    )
+
+
 def alert_families(counts: Mapping[tuple[str, str], int]) -> Iterator[Metric]:
     alerts = GaugeMetricFamily(
         "cloudai_alerts", "Alerts by rule and state", labels=["rule", "state"]
@@ -474,6 +538,28 @@ def read_cluster(telemetry: TelemetryManager, tasks: TaskBook) -> ClusterFigures
     return ClusterFigures(workers, {s.value: by_status.get(s, 0) for s in TaskStatus})
 
 
+def read_history(stats: HistoryStats) -> HistoryFigures:
+    return HistoryFigures(
+        samples=stats.samples,
+        dropped=stats.dropped,
+        rows_written=stats.written,
+        buckets_written=stats.buckets,
+        failed_batches=stats.failed_batches,
+        pruned=stats.pruned,
+    )
+
+
+class HandoffCounts(Protocol):
+    """``sync_ingest.HeartbeatHandoff``'s counters."""
+
+    batches: int
+    refused: int
+
+
+def read_handoff(handoff: HandoffCounts) -> HandoffFigures:
+    return HandoffFigures(batches=handoff.batches, refused=handoff.refused)
+
+
 # -- the master's registry --------------------------------------------------------------------
 
 
@@ -535,6 +621,12 @@ class MasterMetrics:
         return cls(collectors, workers=telemetry.latest_states, loop_lag=lag)
 
     # -- alerts (the alert engine, wired by the assembly) ---------------------------------
+
+    def add(self, collector: LiveCollector[Any]) -> None:
+        """Expose ``collector`` too, from the next scrape (a part made after the metrics:
+        the history recorder, the synchronous gRPC server's hand-off)."""
+        self._live.append(collector)
+        self.registry.register(collector)
 
     def set_alert_source(self, counts: AlertCounts | None) -> None:
         """Expose ``cloudai_alerts{rule,state}`` from ``counts`` (None: not at all)."""

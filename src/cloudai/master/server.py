@@ -58,7 +58,14 @@ from cloudai.master.cluster_admin import ClusterAdmin, MasterCounters, task_mode
 from cloudai.master.enrollment import WorkerEnrollment
 from cloudai.master.http_app import WebSocketConfig, create_app
 from cloudai.master.http_auth import install_auth, server_ssl_context
-from cloudai.master.metrics import MasterMetrics
+from cloudai.master.metrics import (
+    LiveCollector,
+    MasterMetrics,
+    handoff_families,
+    history_families,
+    read_handoff,
+    read_history,
+)
 from cloudai.master.output_service import TaskOutputs
 from cloudai.master.persistence import MasterPersistence
 from cloudai.master.rate_meter import RateMeter
@@ -314,7 +321,8 @@ def build_master(settings: MasterSettings, resources: MasterResources) -> Master
     tasks.add_listener(task_events(hub))
     history = None
     if settings.history_enabled:
-        history = HistoryRecorder(resources.store, history_config(settings))
+        recorder = history = HistoryRecorder(resources.store, history_config(settings))
+        master_metrics.add(LiveCollector(lambda: read_history(recorder.stats), history_families))
     return MasterComponents(
         settings,
         resources,
@@ -564,7 +572,9 @@ class MasterServer:
             add_master_rpcs(service, aio_server)
             return aio_server
         loop = asyncio.get_running_loop()
-        self._handoff = HeartbeatHandoff(loop, service.apply_admitted)
+        handoff = self._handoff = HeartbeatHandoff(loop, service.apply_admitted)
+        if self.parts.metrics is not None:
+            self.parts.metrics.add(LiveCollector(lambda: read_handoff(handoff), handoff_families))
         sync_server = grpc.server(
             futures.ThreadPoolExecutor(SYNC_SERVER_THREADS, thread_name_prefix="grpc"),
             options=options,

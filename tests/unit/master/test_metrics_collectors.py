@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,11 +21,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from cloudai.history.recorder import HistoryStats
 from cloudai.master import metrics, worker_metrics
 from cloudai.master.http_auth import Verdict, decide, required_scope
 from cloudai.master.loop_lag import LagHistogram, LoopLagMonitor
 from cloudai.master.metrics import (
     ClusterFigures,
+    HandoffFigures,
+    HistoryFigures,
     IngestFigures,
     LiveCollector,
     MasterMetrics,
@@ -294,6 +298,41 @@ async def test_loop_lag_monitor_probes_until_stopped() -> None:
     assert monitor.reading().count == count
 
 
+HISTORY = HistoryFigures(
+    samples=500, dropped=4, rows_written=490, buckets_written=12, failed_batches=1, pruned=30
+)
+
+
+def test_history_figures() -> None:
+    families = parse(render(HISTORY, metrics.history_families))
+    assert value(families, "cloudai_history_samples_total") == 500
+    assert value(families, "cloudai_history_samples_dropped_total") == 4
+    assert value(families, "cloudai_history_rows_written_total", tier="raw") == 490
+    assert value(families, "cloudai_history_rows_written_total", tier="aggregate") == 12
+    assert value(families, "cloudai_history_write_failures_total") == 1
+    assert value(families, "cloudai_history_rows_pruned_total") == 30
+
+
+def test_read_history_and_handoff_copy_the_counters() -> None:
+    stats = HistoryStats(samples=5, dropped=1, written=4, buckets=2, failed_batches=0, pruned=3)
+    figures = metrics.read_history(stats)
+    stats.samples += 1  # later changes do not reach figures already read
+    assert figures == HistoryFigures(5, 1, 4, 2, 0, 3)
+    handoff = SimpleNamespace(batches=7, refused=2)
+    assert metrics.read_handoff(handoff) == HandoffFigures(batches=7, refused=2)
+
+
+def test_sync_handoff_figures_only_once_added() -> None:
+    master = MasterMetrics([], process=False)
+    assert b"cloudai_grpc_sync" not in master.render()
+    master.add(
+        LiveCollector(lambda: HandoffFigures(batches=9, refused=2), metrics.handoff_families)
+    )
+    families = parse(master.render())
+    assert value(families, "cloudai_grpc_sync_batches_total") == 9
+    assert value(families, "cloudai_grpc_sync_refused_total") == 2
+
+
 def test_alerts_only_when_a_source_is_wired() -> None:
     master = MasterMetrics([], process=False)
     assert b"cloudai_alerts" not in master.render()
@@ -360,6 +399,8 @@ def recorded_master(process: bool = True) -> MasterMetrics:
         process=process,
     )
     master.set_alert_source(lambda: {("worker_down", "firing"): 1})
+    master.add(LiveCollector(lambda: HISTORY, metrics.history_families))
+    master.add(LiveCollector(lambda: HandoffFigures(3, 1), metrics.handoff_families))
     return master
 
 
