@@ -123,6 +123,7 @@ def test_the_worker_shows_up_and_promtool_accepts_the_exposition(cluster: Cluste
         "cloudai_store_write_lag_seconds",
         'cloudai_workers{state="active"}',
         'cloudai_tasks{status="queued"}',
+        'cloudai_history_rows_written_total{tier="raw"}',
     ):
         assert name.encode() in body, name
     done = subprocess.run(
