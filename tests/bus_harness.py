@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import socket
+import subprocess
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.harness import Process, start_process
+from tests.harness import REPO, Process, start_process, wait_until
 
 NATS = os.environ.get("CLOUDAI_TEST_NATS", "nats://127.0.0.1:4222")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def reachable_nats() -> str:
@@ -22,10 +31,118 @@ def reachable_nats() -> str:
         socket.create_connection((host, int(port or 4222)), timeout=2).close()
     except OSError as exc:
         message = f"NATS is not reachable at {NATS}: {exc}"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        if in_ci():
             pytest.fail(f"{message} (CI is set: the server must be up)", pytrace=False)
         pytest.skip(message)
     return NATS
+
+
+def nats_server_binary() -> str:
+    """The nats-server program (Debian's package); the test is skipped without it (failed
+    when CI is set: .ci/run installs it)."""
+    found = shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
+    )
+    if found is None:
+        message = "nats-server is not installed (Debian package nats-server)"
+        if in_ci():
+            pytest.fail(f"{message} (CI is set: .ci/run installs it)", pytrace=False)
+        pytest.skip(message)
+    return found
+
+
+@dataclass
+class NatsServer:
+    """A nats-server of one test, on an ephemeral loopback port."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    seeds: dict[str, Path] = field(default_factory=dict)  # user -> NKey seed file (0600)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_nats_server(workdir: Path, config: str, name: str = "nats") -> NatsServer:
+    """Start nats-server with ``config`` (its file: ``workdir/<name>.conf``) on a free port
+    of 127.0.0.1; wait for the ports file it writes once it listens."""
+    binary = nats_server_binary()
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / f"{name}.conf"
+    conf.write_text(config)
+    ports_dir = workdir / f"{name}-ports"
+    ports_dir.mkdir()
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [binary, "-c", str(conf), "-a", "127.0.0.1", "-p", "-1",
+             "--ports_file_dir", str(ports_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def ports_file() -> Path | None:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"nats-server exited with {proc.returncode}:\n{log_path.read_text()}"
+            )
+        return next(ports_dir.glob("*.ports"), None)
+
+    try:
+        found = wait_until(ports_file, 15, "nats-server to listen")
+        url = wait_until(lambda: json.loads(found.read_text() or "{}").get("nats"), 5)[0]
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return NatsServer(proc, url, log_path)
+
+
+AUTH_CONFIG = re.compile(r"```conf\n(# nats-server\.conf.*?)```", re.DOTALL)
+PUBLIC_KEY_MARK = "<{user}'s public NKey, U...>"
+
+
+def documented_auth_config() -> str:
+    """The nats-server authorization config docs/SCALING.md shows ("Identity and
+    security"), with ``<master's public NKey, U...>``-style places for the keys."""
+    found = AUTH_CONFIG.search((REPO / "docs" / "SCALING.md").read_text())
+    assert found, "docs/SCALING.md shows no nats-server.conf block"
+    return found.group(1)
+
+
+def start_auth_nats(workdir: Path, users: tuple[str, ...] = ("master", "gateway")) -> NatsServer:
+    """nats-server with the documented users and permissions: a fresh user NKey for each
+    of ``users`` (its seed in ``workdir/<user>.nk``, mode 0600: ``--bus-nkey``)."""
+    import nkeys
+
+    config = documented_auth_config()
+    seeds = {}
+    for user in users:
+        seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+        public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+        mark = PUBLIC_KEY_MARK.format(user=user)
+        assert mark in config, f"the documented config has no place for {mark}"
+        config = config.replace(mark, public)
+        path = workdir / f"{user}.nk"
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(seed + b"\n")
+        seeds[user] = path
+    server = start_nats_server(workdir, config, "nats-auth")
+    server.seeds = seeds
+    return server
 
 
 def bus_prefix() -> str:

@@ -1,7 +1,9 @@
-"""A gateway in secure mode: mutual TLS with workers, a certificate from the cluster CA
-(`cloudai gateway --issue-tls-dir`), and the master's identity rules applied to the
-certificate each worker showed the gateway. A joined worker's heartbeats reach the
-master through the gateway; another worker's certificate cannot act for it."""
+"""A gateway in secure mode: mutual TLS with workers, a gateway certificate from the
+cluster CA (`cloudai gateway --issue-tls-dir`), and the master's identity rules applied
+to the certificate each worker showed the gateway. A joined worker's heartbeats reach the
+master through the gateway; another worker's certificate cannot act for it. The master
+and the gateway reach NATS as users of their own (``--bus-nkey``) with the permissions
+docs/SCALING.md lists, on a nats-server of this test."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import grpc
 import pytest
 
 from cloudai.proto import pb, rpc
-from cloudai.security.pki import MASTER_DNS
-from tests.bus_harness import bus_prefix, reachable_nats
+from cloudai.security.pki import MASTER_DNS, identity, load_cert
+from tests.bus_harness import NatsServer, start_auth_nats
 from tests.harness import (
     admin_client,
     child_env,
@@ -31,14 +33,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def nats_url() -> str:
-    return reachable_nats()
-
-
-@pytest.fixture
-def prefix() -> str:
-    """Subjects of this test only (other runs may share the NATS server)."""
-    return bus_prefix()
+def bus(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server with the users of docs/SCALING.md (an NKey each: master, gateway)."""
+    server = start_auth_nats(tmp_path / "nats")
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -60,29 +59,38 @@ def worker_credentials(work_dir: Path) -> grpc.ChannelCredentials:
 
 async def test_workers_reach_a_secure_master_through_a_secure_gateway(
     tmp_path: Path,
-    nats_url: str,
-    prefix: str,
+    bus: NatsServer,
     processes: list[Any],
 ) -> None:
-    master = start_master(tmp_path, "--bus", nats_url, secure=True, CLOUDAI_BUS_PREFIX=prefix)
+    nkey = bus.seeds
+    master = start_master(
+        tmp_path, "--bus", bus.url, "--bus-nkey", str(nkey["master"]), secure=True
+    )
     processes.append(master)
     tls_dir = tmp_path / "gateway-tls"
     await asyncio.to_thread(
         subprocess.run,
         cloudai_command(
-            "gateway", "--issue-tls-dir", str(tls_dir), "--data-dir", str(tmp_path / "data")
+            "gateway",
+            "--issue-tls-dir",
+            str(tls_dir),
+            "--id",
+            "g1",
+            "--data-dir",
+            str(tmp_path / "data"),
         ),
         check=True,
         env=child_env(),
         capture_output=True,
     )
     assert (tls_dir / "gateway.key").stat().st_mode & 0o077 == 0
+    # The gateway's own role: workers take it as their server, never as their master.
+    assert identity(load_cert((tls_dir / "gateway.pem").read_bytes())) == ("gateway", "g1")
     gateway = start_process(
-        ["gateway", "--id", "g1", "--bus", nats_url, "--host", "127.0.0.1", "--grpc-port", "0",
-         "--tls-dir", str(tls_dir)],
+        ["gateway", "--id", "g1", "--bus", bus.url, "--bus-nkey", str(nkey["gateway"]),
+         "--host", "127.0.0.1", "--grpc-port", "0", "--tls-dir", str(tls_dir)],
         tmp_path,
         "gateway",
-        CLOUDAI_BUS_PREFIX=prefix,
     )  # fmt: skip
     processes.append(gateway)
     address = f"127.0.0.1:{gateway.ready['grpc_port']}"

@@ -14,21 +14,35 @@ A reply: ``R1`` + the gRPC status code (u8, 0 = OK) + details (u16 length) + the
 response's protobuf bytes.
 
 Session events: ``S1`` + a JSON object: ``{"forget": "<worker>"}`` (a gateway must ask
-again before accepting that worker's heartbeats) or ``{"reset": "<boot id>"}`` (the
-master started: forget every session).
+again before accepting that worker's heartbeats), ``{"reset": "<boot id>"}`` (the
+master started: forget every session), ``{"removed": "<worker>", "forget": "<worker>"}``
+(the worker was unregistered: gateways drop it from their WebSockets; the ``forget`` key
+makes a gateway that does not know ``removed`` forget its session all the same) or
+``{"tokens": "<token id>"}`` (an API token was made or revoked: gateways fetch them
+again).
+
+API tokens (the answer to ``ApiTokens``, in a reply's payload): ``A1`` + a JSON list of
+``{"token_id", "secret_hash", "scope", "expires_at", "revoked_at"}`` (times: ISO 8601
+with their offset, or null): what a gateway needs to check a token itself. Never a
+secret (``secret_hash`` is its SHA-256) and never a join token.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import orjson
+
+from cloudai.security.tokens import ApiCredential, Scope, check_token_id
 
 _TELEMETRY = b"T1"
 _CALL = b"C1"
 _REPLY = b"R1"
 _SESSION = b"S1"
+_API_TOKENS = b"A1"
 _TIME = struct.Struct("!Q")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -121,10 +135,20 @@ def decode_reply(data: bytes) -> CallReply:
 class SessionEvent:
     forget: str | None = None  # this worker's session must be checked again
     reset: str | None = None  # the master (this boot id) started: forget every session
+    removed: str | None = None  # this worker was unregistered (its session is gone too)
+    tokens: str | None = None  # this API token was made or revoked: fetch them again
 
 
 def encode_session_event(event: SessionEvent) -> bytes:
-    body = {"forget": event.forget} if event.forget is not None else {"reset": event.reset}
+    body: dict[str, str | None]
+    if event.removed is not None:
+        body = {"removed": event.removed, "forget": event.removed}
+    elif event.forget is not None:
+        body = {"forget": event.forget}
+    elif event.tokens is not None:
+        body = {"tokens": event.tokens}
+    else:
+        body = {"reset": event.reset}
     return _SESSION + orjson.dumps(body)
 
 
@@ -137,9 +161,90 @@ def decode_session_event(data: bytes) -> SessionEvent:
         raise BusDecodeError(f"bad session event: {exc}") from None
     if not isinstance(body, dict):
         raise BusDecodeError("bad session event: not an object")
-    forget, reset = body.get("forget"), body.get("reset")
+    removed, forget, reset = body.get("removed"), body.get("forget"), body.get("reset")
+    tokens = body.get("tokens")
+    if isinstance(removed, str):
+        return SessionEvent(removed=removed)
     if isinstance(forget, str):
         return SessionEvent(forget=forget)
     if isinstance(reset, str):
         return SessionEvent(reset=reset)
-    raise BusDecodeError("bad session event: neither forget nor reset")
+    if isinstance(tokens, str):
+        return SessionEvent(tokens=tokens)
+    raise BusDecodeError("bad session event: neither forget, reset, removed nor tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTokenEntry:
+    """An API token as a gateway checks it (``security.tokens.ApiCredential``)."""
+
+    token_id: str
+    secret_hash: str  # SHA-256 of the secret, lower-case hex
+    scope: Scope
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+def encode_api_tokens(records: Iterable[ApiCredential]) -> bytes:
+    """``records`` (``ApiTokenEntry`` or the master's ``ApiTokenRecord``) as ``A1`` + JSON:
+    the id, the secret's hash, the scope and the two times; nothing else."""
+    return _API_TOKENS + orjson.dumps(
+        [
+            {
+                "token_id": r.token_id,
+                "secret_hash": r.secret_hash,
+                "scope": r.scope.value,
+                "expires_at": _time_text(r.expires_at),
+                "revoked_at": _time_text(r.revoked_at),
+            }
+            for r in records
+        ]
+    )
+
+
+def decode_api_tokens(data: bytes) -> list[ApiTokenEntry]:
+    if data[:2] != _API_TOKENS:
+        raise BusDecodeError("not a list of API tokens")
+    try:
+        body = orjson.loads(data[2:])
+    except orjson.JSONDecodeError as exc:
+        raise BusDecodeError(f"bad list of API tokens: {exc}") from None
+    if not isinstance(body, list):
+        raise BusDecodeError("bad list of API tokens: not a list")
+    return [_api_token(item) for item in body]
+
+
+def _api_token(item: object) -> ApiTokenEntry:
+    if not isinstance(item, dict):
+        raise BusDecodeError("bad API token: not an object")
+    token_id, secret_hash, scope = item.get("token_id"), item.get("secret_hash"), item.get("scope")
+    if not (isinstance(token_id, str) and isinstance(secret_hash, str) and isinstance(scope, str)):
+        raise BusDecodeError("bad API token: token_id, secret_hash and scope must be strings")
+    try:
+        check_token_id(token_id)
+        if len(secret_hash) != 64 or secret_hash.strip("0123456789abcdef"):
+            raise ValueError("secret_hash must be a SHA-256 in lower-case hex")
+        return ApiTokenEntry(
+            token_id,
+            secret_hash,
+            Scope(scope),
+            _time(item.get("expires_at")),
+            _time(item.get("revoked_at")),
+        )
+    except ValueError as exc:  # TokenFormatError too
+        raise BusDecodeError(f"bad API token: {exc}") from None
+
+
+def _time_text(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _time(text: object) -> datetime | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ValueError("a time must be ISO 8601 text or null")
+    moment = datetime.fromisoformat(text)
+    if moment.utcoffset() is None:
+        raise ValueError(f"time {text[:40]!r} has no UTC offset")
+    return moment

@@ -2,8 +2,11 @@
 
 Reconnects by itself (every 0.5 s, forever) and says so in one line per state change;
 while disconnected, publishes are buffered (up to ``pending_bytes``) and flushed on
-reconnect. Authentication (docs/SCALING.md): a credentials file (``creds``: NKey/JWT, as
-``nsc`` writes it) and TLS with a CA (``tls_ca``), optionally a client certificate.
+reconnect. Authentication (docs/SCALING.md, ``cloudai.bus.auth``): an NKey seed file
+(``nkey``), a credentials file (``creds``: JWT and seed, as ``nsc`` writes it), or a user
+and password or a token in the URLs; TLS with a CA (``tls_ca``), optionally a client
+certificate. URLs are logged without their password. What the server refuses (a subject
+this user may not use) is logged, at most once per power of two of such errors.
 """
 
 from __future__ import annotations
@@ -15,13 +18,22 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.errors import AuthorizationError, NoRespondersError, NoServersError
 from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from cloudai.bus.auth import redact_url, shown_servers
 from cloudai.bus.base import BusUnavailable, Handler
+from cloudai.bus.settings import BusClientSettings
+from cloudai.bus.subjects import bus_servers
 
 log = logging.getLogger(__name__)
+
+
+def _authorization_refused(exc: BaseException) -> bool:
+    """The server refused the credential (nats-py raises it as a plain ``Error`` at the
+    first connection, as ``AuthorizationError`` later)."""
+    return isinstance(exc, AuthorizationError) or "authorization violation" in str(exc).lower()
 
 
 class NatsBus:
@@ -31,6 +43,7 @@ class NatsBus:
         *,
         name: str = "cloudai",
         creds: Path | None = None,
+        nkey: Path | None = None,
         tls_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
@@ -40,6 +53,7 @@ class NatsBus:
         self.servers = servers
         self.name = name
         self._creds = creds
+        self._nkey = nkey
         self._tls_ca, self._tls_cert, self._tls_key = tls_ca, tls_cert, tls_key
         self._connect_timeout = connect_timeout
         self._pending_bytes = pending_bytes
@@ -47,6 +61,22 @@ class NatsBus:
         self._closing = False
         self.disconnects = 0
         self.reconnects = 0
+        self.refused = 0  # errors the server sent for this user's permissions
+        self._last_error: Exception | None = None
+        self._auth_refused = False  # an attempt of the current connect() was refused
+
+    @classmethod
+    def from_settings(cls, settings: BusClientSettings, name: str) -> NatsBus:
+        """The bus of a master's or a gateway's settings (``bus`` set)."""
+        if not settings.bus:
+            raise ValueError("no bus address given")
+        return cls(
+            bus_servers(settings.bus),
+            name=name,
+            creds=settings.bus_creds,
+            nkey=settings.bus_nkey,
+            tls_ca=settings.bus_tls_ca,
+        )
 
     @property
     def connected(self) -> bool:
@@ -77,17 +107,31 @@ class NatsBus:
         }
         if self._creds is not None:
             options["user_credentials"] = str(self._creds)
+        if self._nkey is not None:
+            options["nkeys_seed"] = str(self._nkey)
         tls = self._tls()
         if tls is not None:
             options["tls"] = tls
+        self._last_error = None
+        self._auth_refused = False
         try:
             nc = await nats.connect(**options)
         except (NoServersError, OSError, NatsError) as exc:
+            # nats-py ends with "no servers available"; the error before it says why.
+            cause = exc if self._last_error is None else self._last_error
+            # A refused attempt may be followed by one the server resets: say the refusal.
+            if self._auth_refused or _authorization_refused(cause):
+                raise BusUnavailable(
+                    f"the bus at {shown_servers(self.servers)} refused this process "
+                    "(authorization violation: its credential, or none, is not a user there)"
+                ) from None
             raise BusUnavailable(
-                f"cannot reach the bus at {', '.join(self.servers)}: {exc or type(exc).__name__}"
+                f"cannot reach the bus at {shown_servers(self.servers)}: "
+                f"{cause or type(cause).__name__}"
             ) from None
         nc.options["max_reconnect_attempts"] = -1  # connected once: reconnect forever
         self._nc = nc
+        log.info("bus: connected (%s)", self._connected_url())
 
     def _client(self) -> Client:
         if self._nc is None:
@@ -128,16 +172,27 @@ class NatsBus:
         except Exception:  # closing anyway: say nothing more than the state change
             await nc.close()
 
+    def _connected_url(self) -> str:
+        url = self._nc.connected_url if self._nc is not None else None
+        return redact_url(url.geturl()) if url is not None else "?"
+
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        if _authorization_refused(exc):
+            self._auth_refused = True
+        if "permissions violation" in str(exc).lower():
+            self.refused += 1
+            if self.refused & (self.refused - 1) == 0:  # 1, 2, 4, 8...: a bounded log
+                log.warning("bus: the server refused: %s (%d so far)", exc, self.refused)
+            return
         log.debug("bus: %s: %s", type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
         if self._closing:
             return
         self.disconnects += 1
-        log.warning("bus: disconnected from %s; reconnecting", ", ".join(self.servers))
+        log.warning("bus: disconnected from %s; reconnecting", shown_servers(self.servers))
 
     async def _on_reconnected(self) -> None:
         self.reconnects += 1
-        url = self._nc.connected_url if self._nc is not None else None
-        log.info("bus: reconnected (%s)", url.netloc if url is not None else "?")
+        log.info("bus: reconnected (%s)", self._connected_url())

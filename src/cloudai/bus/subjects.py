@@ -13,9 +13,16 @@ from __future__ import annotations
 
 DEFAULT_PREFIX = "cloudai"
 
-FORWARDED_METHODS = ("RegisterWorker", "ReportTaskCompletion", "AppendTaskOutput", "Session")
-"""What a gateway asks the master: three worker RPCs, and ``Session`` (does this worker,
-with this certificate, hold a session?), asked once per worker a gateway has not seen."""
+FORWARDED_METHODS = (
+    "RegisterWorker",
+    "ReportTaskCompletion",
+    "AppendTaskOutput",
+    "Session",
+    "ApiTokens",
+)
+"""What a gateway asks the master: three worker RPCs, ``Session`` (does this worker,
+with this certificate, hold a session?), asked once per worker a gateway has not seen,
+and ``ApiTokens`` (the API tokens' records, for a gateway that checks tokens itself)."""
 
 MASTER_QUEUE = "cloudai-master"
 """The queue group the master answers calls in (one answer per call)."""

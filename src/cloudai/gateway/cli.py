@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudai.addresses import parse_port
+from cloudai.bus.settings import add_bus_credential_arguments, bus_credential_flags
 from cloudai.gateway.settings import GatewaySettings
 from cloudai.settings import SettingsError
 
@@ -32,14 +33,17 @@ def _default(name: str) -> Any:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("gateway", help=SUMMARY, description=DESCRIPTION)
-    p.add_argument("--id", help="this gateway's name in logs (default: the host name)")
+    p.add_argument(
+        "--id",
+        help="this gateway's name in logs and, with --issue-tls-dir, in its certificate "
+        "(default: the host name)",
+    )
     p.add_argument(
         "--bus",
         metavar="URL",
         help=f"the NATS server(s), comma-separated (default {_default('bus')})",
     )
-    p.add_argument("--bus-creds", type=Path, metavar="FILE", help="NATS credentials file")
-    p.add_argument("--bus-tls-ca", type=Path, metavar="PEM", help="CA of the NATS server")
+    add_bus_credential_arguments(p)
     p.add_argument(
         "--grpc-port",
         type=_port,
@@ -54,13 +58,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--ws-port",
         type=_port,
-        help="serve /ws/telemetry (every worker, from the bus) and /health on this port",
+        help="serve /ws/telemetry (every worker, from the bus) and /health on this port: "
+        "WSS with the gateway's certificate and the master's API tokens (WS, no tokens, "
+        "with --insecure)",
     )
     p.add_argument(
         "--insecure",
         action="store_true",
         default=None,
-        help="plaintext gRPC, as a master's --insecure (for Go workers)",
+        help="plaintext gRPC and WebSockets without tokens, as a master's --insecure "
+        "(for Go workers)",
     )
     p.add_argument(
         "--tls-dir",
@@ -72,8 +79,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--issue-tls-dir",
         type=Path,
         metavar="DIR",
-        help="on the master's machine: write a gateway's ca.pem, gateway.pem and gateway.key "
-        "into DIR (signed by the cluster CA of --data-dir) and exit",
+        help="on the master's machine: write the ca.pem, gateway.pem and gateway.key of "
+        "gateway --id into DIR (signed by the cluster CA of --data-dir) and exit; the "
+        "certificate serves workers but cannot call them as the master",
     )
     p.add_argument(
         "--data-dir",
@@ -95,8 +103,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     settings: GatewaySettings = GatewaySettings.load(
         gateway_id=args.id,
         bus=args.bus,
-        bus_creds=args.bus_creds,
-        bus_tls_ca=args.bus_tls_ca,
+        **bus_credential_flags(args),
         grpc_port=args.grpc_port,
         grpc_host=args.host,
         ws_host=args.host,
@@ -114,14 +121,15 @@ def issue(args: argparse.Namespace) -> int:
     from cloudai.settings import default_data_root
 
     data_dir = args.data_dir or default_data_root()
+    gateway_id: str = args.id or _default("gateway_id")
     try:
-        out = issue_gateway_tls(data_dir / "tls", args.issue_tls_dir, args.tls_host)
+        out = issue_gateway_tls(data_dir / "tls", args.issue_tls_dir, args.tls_host, gateway_id)
     except (PkiError, OSError) as exc:
         print(f"cloudai gateway: {exc}", file=sys.stderr)
         return 1
     print(
-        f"wrote {out}/ca.pem, gateway.pem, gateway.key: copy them to the gateway's host "
-        f"and run cloudai gateway --tls-dir DIR"
+        f"wrote {out}/ca.pem, gateway.pem, gateway.key for gateway {gateway_id!r}: copy them "
+        f"to the gateway's host and run cloudai gateway --tls-dir DIR"
     )
     return 0
 

@@ -3,10 +3,11 @@
 Workers check the server they heartbeat to by the cluster CA and the gRPC name
 ``master.cloudai``; a gateway must therefore show a certificate of that CA with that
 name. ``issue_gateway_tls`` writes ``ca.pem``, ``gateway.pem`` and ``gateway.key`` (0600)
-into a directory to copy to the gateway's host. The certificate is issued by the same
-function as the master's (``pki.issue_master``): until the PKI has a gateway role, its
-holder could also call workers as the master, so keep ``gateway.key`` as safe as the
-master's own key (docs/SCALING.md, "Security").
+into a directory to copy to the gateway's host. The certificate has the gateway's own
+role (``pki.issue_gateway``: URI ``cloudai:gateway:<id>``, for TLS servers only): workers
+accept it as the server they heartbeat to, but refuse it as a caller, so its holder
+cannot assign tasks or register as the master (docs/SCALING.md, "Identity and
+security").
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 from cloudai.security import pki
 
 
-def issue_gateway_tls(master_tls_dir: Path, out_dir: Path, hosts: list[str]) -> Path:
-    """Write the gateway's files into ``out_dir``; PkiError (one line) when the cluster CA
-    cannot be read."""
+def issue_gateway_tls(
+    master_tls_dir: Path, out_dir: Path, hosts: list[str], gateway_id: str
+) -> Path:
+    """Write the files of gateway ``gateway_id`` into ``out_dir``; PkiError (one line)
+    when the id is not valid or the cluster CA cannot be read."""
     ca_key, ca_cert = master_tls_dir / "ca.key", master_tls_dir / "ca.pem"
     if not ca_key.exists() or not ca_cert.exists():
         raise pki.PkiError(
@@ -27,7 +30,7 @@ def issue_gateway_tls(master_tls_dir: Path, out_dir: Path, hosts: list[str]) -> 
         )
     pki.check_private_file(ca_key)
     ca = pki.CertifiedKey(pki.load_key(ca_key.read_bytes()), pki.load_cert(ca_cert.read_bytes()))
-    issued = pki.issue_master(ca, hosts)
+    issued = pki.issue_gateway(ca, gateway_id, hosts)
     out_dir.mkdir(parents=True, exist_ok=True)
     pki.write_public(out_dir / "ca.pem", ca.cert_pem)
     pki.write_private(out_dir / "gateway.key", issued.key_pem)

@@ -3,10 +3,15 @@ stops them in reverse; ``run_gateway`` owns the process (uvloop, signals, ready 
 
 Stages::
 
-    bus         connect to NATS; session events from the master (forget / reset)
+    bus         connect to NATS; session events from the master (forget / reset /
+                removed / tokens)
     telemetry   with --ws-port: a TelemetryManager fed by every worker's heartbeats from
                 the bus, the master's TelemetryHub and HTTP app on it (/ws/telemetry,
-                /health): the same code, so the same JSON contract as the master
+                /health): the same code, so the same JSON contract as the master. In
+                secure mode over TLS (the gateway's certificate) with the master's token
+                policy (``install_auth``), on a copy of the master's API tokens
+                (gateway/tokens.py); a worker the master unregistered is removed as the
+                master removes it (its clients get the same last message)
     gRPC        the worker-facing service (SO_REUSEPORT: gateways on one host share it)
 
 Stopping: gRPC first (open heartbeat streams end at once: their workers reconnect to
@@ -22,6 +27,7 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +38,16 @@ from google.protobuf.message import DecodeError
 
 from cloudai.addresses import join_host_port
 from cloudai.bus.base import Bus, BusUnavailable, Delivery
-from cloudai.bus.codec import BusDecodeError, decode_telemetry
+from cloudai.bus.codec import BusDecodeError, decode_session_event, decode_telemetry
 from cloudai.bus.nats_bus import NatsBus
-from cloudai.bus.subjects import Subjects, bus_servers
+from cloudai.bus.subjects import Subjects
 from cloudai.gateway.service import GatewayService
 from cloudai.gateway.sessions import SessionCache
 from cloudai.gateway.settings import GatewaySettings
+from cloudai.gateway.tokens import TokenRefresher, TokenTable, bus_fetch
 from cloudai.loop import event_loop_factory
 from cloudai.master.http_app import WebSocketConfig, create_app
+from cloudai.master.http_auth import install_auth, server_ssl_context
 from cloudai.master.ws_hub import TelemetryHub
 from cloudai.proto import pb
 from cloudai.proto.options import grpc_server_options
@@ -47,6 +55,10 @@ from cloudai.proto.tolerant import add_master_rpcs
 from cloudai.telemetry.manager import TelemetryManager
 
 log = logging.getLogger(__name__)
+
+REMOVED_GRACE = 5.0
+"""Seconds after a worker's removal during which its heartbeats from the bus are dropped:
+one another gateway published before it learnt of the removal would show it again."""
 
 
 def gateway_server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
@@ -84,21 +96,19 @@ class GatewayServer:
     service: GatewayService | None = None
     telemetry: TelemetryManager | None = None
     hub: TelemetryHub | None = None
+    tokens: TokenRefresher | None = None  # secure mode with --ws-port
     grpc_port: int | None = None
     http_port: int | None = None
     _grpc: grpc.aio.Server | None = None
     _http: web.AppRunner | None = None
     _started: list[Stage] = field(default_factory=list)
     bus_invalid: int = 0  # messages on the bus that did not decode
+    removed_dropped: int = 0  # heartbeats of a worker just removed, dropped
+    _removed: dict[str, float] = field(default_factory=dict)  # worker -> when (monotonic)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> GatewayServer:
-        bus = NatsBus(
-            bus_servers(settings.bus),
-            name=f"cloudai-gateway-{settings.gateway_id}",
-            creds=settings.bus_creds,
-            tls_ca=settings.bus_tls_ca,
-        )
+        bus = NatsBus.from_settings(settings, name=f"cloudai-gateway-{settings.gateway_id}")
         return cls(settings, bus, Subjects(settings.bus_prefix))
 
     def stages(self) -> list[Stage]:
@@ -136,11 +146,31 @@ class GatewayServer:
             self.sessions,
             call_timeout=self.settings.call_timeout,
         )
-        await self.bus.subscribe(self.subjects.sessions, self.service.on_session_event)
-        log.info("bus: connected (%s)", self.settings.bus)
+        await self.bus.subscribe(self.subjects.sessions, self._on_session_event)
 
     async def _stop_bus(self) -> None:
         await self.bus.close()
+
+    async def _on_session_event(self, msg: Delivery) -> None:
+        assert self.service is not None
+        try:
+            event = decode_session_event(msg.data)
+        except BusDecodeError:
+            self.service.stats.invalid_messages += 1
+            return
+        self.service.session_event(event)
+        if event.removed is not None and self.telemetry is not None:
+            self._removed_worker(event.removed)
+        if (event.tokens is not None or event.reset is not None) and self.tokens is not None:
+            self.tokens.refresh_soon()
+
+    def _removed_worker(self, worker_id: str) -> None:
+        """The master unregistered the worker: gone from this gateway's WebSockets too."""
+        assert self.telemetry is not None
+        if len(self._removed) > 100_000:
+            self._removed.clear()
+        self._removed[worker_id] = time.monotonic()
+        self.telemetry.unregister_worker(worker_id)
 
     async def _start_telemetry(self) -> None:
         settings = self.settings
@@ -159,20 +189,45 @@ class GatewayServer:
             hub,
             WebSocketConfig(settings.ws_ping_interval, settings.ws_client_timeout, False),
         )
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
+        ssl_context = None
         try:
-            site = web.TCPSite(runner, settings.ws_host, settings.ws_port, reuse_address=True)
+            if not settings.insecure and settings.tls_dir is not None:
+                # The master's token policy, on a copy of its tokens; WSS only.
+                ssl_context = server_ssl_context(
+                    settings.tls_dir / "gateway.pem", settings.tls_dir / "gateway.key"
+                )
+                table = TokenTable()
+                who = f"gateway {settings.gateway_id}"
+                self.tokens = TokenRefresher(
+                    table, bus_fetch(self.bus, self.subjects, who, settings.call_timeout)
+                )
+                install_auth(app, table.authenticate)
+                await self.tokens.start()
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+        except BaseException:
+            await self._stop_telemetry()
+            raise
+        try:
+            site = web.TCPSite(
+                runner,
+                settings.ws_host,
+                settings.ws_port,
+                reuse_address=True,
+                ssl_context=ssl_context,
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()
-            await telemetry.shutdown()
+            await self._stop_telemetry()
             raise
         self._http = runner
         self.http_port = int(runner.addresses[0][1])
         log.info(
-            "HTTP listening on %s (WebSocket /ws/telemetry: every worker, from the bus)",
+            "%s listening on %s (WebSocket /ws/telemetry: every worker, from the bus%s)",
+            "HTTPS" if ssl_context is not None else "HTTP",
             join_host_port(settings.ws_host, self.http_port),
+            "; the master's API tokens" if ssl_context is not None else "",
         )
 
     async def _on_telemetry(self, msg: Delivery) -> None:
@@ -183,12 +238,26 @@ class GatewayServer:
         except (BusDecodeError, DecodeError):
             self.bus_invalid += 1
             return
+        if self._removed and self._just_removed(heartbeat.worker_id):
+            self.removed_dropped += 1
+            return
         self.telemetry.process_heartbeat(heartbeat)
+
+    def _just_removed(self, worker_id: str) -> bool:
+        removed_at = self._removed.get(worker_id)
+        if removed_at is None:
+            return False
+        if time.monotonic() - removed_at < REMOVED_GRACE:
+            return True
+        del self._removed[worker_id]
+        return False
 
     async def _stop_telemetry(self) -> None:
         runner, self._http = self._http, None
         if runner is not None:
             await runner.cleanup()
+        if self.tokens is not None:
+            await self.tokens.stop()
         if self.telemetry is not None:
             await self.telemetry.shutdown()
 

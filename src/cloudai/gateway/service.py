@@ -29,6 +29,7 @@ from cloudai.bus.base import Bus, BusUnavailable, Delivery
 from cloudai.bus.codec import (
     BusDecodeError,
     ForwardedCall,
+    SessionEvent,
     decode_reply,
     decode_session_event,
     encode_call,
@@ -92,8 +93,13 @@ class GatewayService(rpc.MasterWorkerServicer):
         except BusDecodeError:
             self.stats.invalid_messages += 1
             return
-        if event.forget is not None:
-            self._sessions.forget(event.forget)
+        self.session_event(event)
+
+    def session_event(self, event: SessionEvent) -> None:
+        """Apply a decoded session event to the sessions (a removed worker is forgotten)."""
+        forget = event.removed if event.removed is not None else event.forget
+        if forget is not None:
+            self._sessions.forget(forget)
         elif event.reset is not None and self._sessions.reset(event.reset):
             log.info("the master restarted: every worker's session is checked again")
 

@@ -9,6 +9,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
+from cloudai.bus.settings import BusClientSettings
 from cloudai.bus.subjects import bus_servers
 from cloudai.settings import CloudAISettings
 from cloudai.validation import MAX_MESSAGE_BYTES
@@ -16,14 +17,14 @@ from cloudai.validation import MAX_MESSAGE_BYTES
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
-class GatewaySettings(CloudAISettings):
+class GatewaySettings(CloudAISettings, BusClientSettings):
     config_table: ClassVar[str] = "gateway"
+    bus_process: ClassVar[str] = "a secure gateway"
 
     gateway_id: str = Field(default_factory=socket.gethostname)
+    # Secure mode: a credential for NATS (bus_nkey, bus_creds, or user/token in the URL;
+    # the other bus_* settings: cloudai.bus.settings).
     bus: str = "nats://127.0.0.1:4222"
-    bus_prefix: str = "cloudai"
-    bus_creds: Path | None = None  # NATS credentials file (NKey/JWT)
-    bus_tls_ca: Path | None = None
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(50051, ge=0, le=65535)
     # SO_REUSEPORT: several gateways on one host share the port; the kernel spreads new
@@ -58,9 +59,5 @@ class GatewaySettings(CloudAISettings):
             raise ValueError(
                 "a gateway needs --tls-dir (ca.pem, gateway.pem, gateway.key: docs/SCALING.md), "
                 "or --insecure for plaintext workers"
-            )
-        if not self.insecure and self.ws_port is not None:
-            raise ValueError(
-                "--ws-port serves telemetry without tokens: only with --insecure for now"
             )
         return self

@@ -36,14 +36,13 @@ from cloudai.security.tokens import (
     JoinTokenRecord,
     Scope,
     TokenFormatError,
-    check_api,
+    authenticate_api_token,
     check_join,
     format_api_token,
     format_join_token,
     hash_secret,
     new_secret,
     new_token_id,
-    parse_api_token,
     parse_join_token,
     secret_matches,
     unknown_join_token,
@@ -113,6 +112,7 @@ class AccessControl:
         self._clock = clock
         self._join: dict[str, JoinTokenRecord] = {}
         self._api: dict[str, ApiTokenRecord] = {}
+        self._api_listeners: list[Callable[[str], None]] = []
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -126,17 +126,24 @@ class AccessControl:
 
     # -- API tokens ----------------------------------------------------------------
 
+    def add_api_listener(self, listener: Callable[[str], None]) -> None:
+        """``listener(token_id)`` after each committed change of an API token (made,
+        revoked), once memory says so too (gateways copy the tokens: master/bus_ingest.py)."""
+        self._api_listeners.append(listener)
+
+    def _api_changed(self, token_id: str) -> None:
+        for listener in self._api_listeners:
+            listener(token_id)
+
+    def api_token_records(self) -> list[ApiTokenRecord]:
+        """Every API token's record (only the hashes of their secrets), for the gateways
+        that check tokens themselves."""
+        return list(self._api.values())
+
     def authenticate(self, text: str) -> Scope | None:
         """The scope of the API token ``text``; None if it is malformed, unknown, wrong,
         expired or revoked. In memory: no I/O."""
-        try:
-            token = parse_api_token(text)
-        except TokenFormatError:
-            return None
-        record = self._api.get(token.token_id)
-        if record is None or not secret_matches(token.secret, record.secret_hash):
-            return None
-        return record.scope if check_api(record, self._now()) else None
+        return authenticate_api_token(text, self._api.get, self._now())
 
     async def create_api_token(
         self, scope: Scope, name: str, ttl: float | None
@@ -160,6 +167,7 @@ class AccessControl:
                 continue
             self._api[record.token_id] = record
             log.info("API token %s (%s) created: %s", record.token_id, scope, name or "no name")
+            self._api_changed(record.token_id)
             return api_token_info(record, now), format_api_token(record.token_id, secret)
         raise AdminError(ErrorKind.CONFLICT, "could not find a free token id; try again")
 
@@ -178,6 +186,7 @@ class AccessControl:
             raise AdminError(ErrorKind.NOT_FOUND, f"unknown API token {token_id!r}") from None
         self._api[record.token_id] = record
         log.info("API token %s revoked", record.token_id)
+        self._api_changed(record.token_id)
         return api_token_info(record, self._now())
 
     async def ensure_bootstrap_token(self, path: Path) -> None:

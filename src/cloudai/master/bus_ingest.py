@@ -13,9 +13,14 @@ the master's own ``MasterService`` handlers, with a context that carries the cal
 certificate as the gateway received it: identity rules, validation, commit-before-ack
 and the answers are the master's, unchanged. ``Session`` answers whether a worker (with
 that certificate) holds a session; a gateway asks it once per worker it has not seen.
-Registry changes that end a session (unregister, a new certificate) are published as
-``forget`` events; at start the master publishes ``reset`` (gateways forget every
-session: this master has none yet).
+``ApiTokens`` answers with the API tokens' records (the hashes of their secrets, never a
+secret, never a join token) for gateways that check tokens on their WebSockets.
+
+Registry changes that end a session (a new certificate) are published as ``forget``
+events, an unregistered worker as ``removed`` (gateways forget its session and drop it
+from their WebSockets); a made or revoked API token as ``tokens`` (gateways fetch the
+tokens again); at start the master publishes ``reset`` (gateways forget every session:
+this master has none yet).
 """
 
 from __future__ import annotations
@@ -39,10 +44,12 @@ from cloudai.bus.codec import (
     SessionEvent,
     decode_call,
     decode_telemetry,
+    encode_api_tokens,
     encode_reply,
     encode_session_event,
 )
 from cloudai.bus.subjects import FORWARDED_METHODS, MASTER_QUEUE, Subjects
+from cloudai.master.access import AccessControl
 from cloudai.master.registry import WorkerEntry, WorkerRegistry
 from cloudai.master.service import MasterService, WorkerCertificates, not_registered_message
 from cloudai.proto import pb
@@ -99,6 +106,8 @@ class BusIngestStats:
     calls: int = 0
     call_errors: int = 0  # calls answered with a non-OK status
     forget_events: int = 0
+    removed_events: int = 0  # workers unregistered
+    token_events: int = 0  # API tokens made or revoked
 
 
 class BusIngest:
@@ -110,6 +119,7 @@ class BusIngest:
         telemetry: TelemetryManager,
         service: MasterService,
         certificates: WorkerCertificates | None,
+        access: AccessControl | None = None,
     ) -> None:
         self.bus = bus
         self.subjects = subjects
@@ -117,6 +127,7 @@ class BusIngest:
         self._telemetry = telemetry
         self._service = service
         self._certificates = certificates
+        self._access = access  # None (--insecure): no API tokens to hand out
         self.boot_id = uuid.uuid4().hex
         self.stats = BusIngestStats()
         self._calls: set[asyncio.Task[None]] = set()
@@ -134,6 +145,8 @@ class BusIngest:
                 )
             self._running = True
             self._registry.add_listener(self._registry_changed)
+            if self._access is not None:
+                self._access.add_api_listener(self._tokens_changed)
             await self.bus.publish(
                 self.subjects.sessions, encode_session_event(SessionEvent(reset=self.boot_id))
             )
@@ -171,8 +184,17 @@ class BusIngest:
     # -- sessions ----------------------------------------------------------------------------
 
     def _registry_changed(self, worker_id: str, entry: WorkerEntry | None) -> None:
-        if entry is None or not entry.session:
+        if entry is None:  # unregistered: its session is gone, and so is the worker
+            if self._running:
+                self.stats.removed_events += 1
+                self._send_event(SessionEvent(removed=worker_id))
+        elif not entry.session:
             self._forget(worker_id, force=True)
+
+    def _tokens_changed(self, token_id: str) -> None:
+        if self._running:
+            self.stats.token_events += 1
+            self._send_event(SessionEvent(tokens=token_id))
 
     def _forget(self, worker_id: str, *, force: bool = False) -> None:
         if not self._running:
@@ -185,7 +207,10 @@ class BusIngest:
                 self._forgotten.clear()
             self._forgotten[worker_id] = now
         self.stats.forget_events += 1
-        data = encode_session_event(SessionEvent(forget=worker_id))
+        self._send_event(SessionEvent(forget=worker_id))
+
+    def _send_event(self, event: SessionEvent) -> None:
+        data = encode_session_event(event)
         task = asyncio.get_running_loop().create_task(self._publish_event(data))
         self._events.add(task)
         task.add_done_callback(self._events.discard)
@@ -230,12 +255,24 @@ class BusIngest:
         try:
             if method == "Session":
                 return self._session(call.payload.decode(errors="replace"), context)
+            if method == "ApiTokens":
+                return self._api_tokens()
             request = _REQUESTS[method](call.payload)
             handler = getattr(self._service, method)
             response = await handler(request, context)
         except CallAborted as exc:
             return CallReply(status_number(exc.code), exc.details, b"")
         return CallReply(0, "", response.SerializeToString())
+
+    def _api_tokens(self) -> CallReply:
+        if self._access is None:
+            return CallReply(
+                status_number(grpc.StatusCode.FAILED_PRECONDITION),
+                "this master runs --insecure: it has no API tokens (run the gateway with "
+                "--insecure too, or the master without)",
+                b"",
+            )
+        return CallReply(0, "", encode_api_tokens(self._access.api_token_records()))
 
     def _session(self, worker_id: str, context: ForwardedContext) -> CallReply:
         if self._certificates is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudai.addresses import parse_port
+from cloudai.bus.settings import add_bus_credential_arguments, bus_credential_flags
 from cloudai.master.settings import MasterSettings, parse_allowed_worker
 from cloudai.settings import SettingsError
 
@@ -187,6 +188,7 @@ def add_master_arguments(p: argparse.ArgumentParser) -> None:
         help="also take heartbeats and calls from `cloudai gateway` processes through this "
         "NATS server (nats://HOST:4222; docs/SCALING.md); default: none",
     )
+    add_bus_credential_arguments(p)
     p.add_argument(
         "--grpc-server",
         choices=("aio", "sync"),
@@ -249,6 +251,7 @@ def master_flags(args: argparse.Namespace) -> dict[str, Any]:
         "history_enabled": False if getattr(args, "no_history", False) else None,
         "task_output_max_bytes": _mib_to_bytes(getattr(args, "task_output_max_mib", None)),
         "bus": getattr(args, "bus", None),
+        **bus_credential_flags(args),
         "grpc_server": getattr(args, "grpc_server", None),
     }
 

@@ -342,7 +342,7 @@ def build_master(settings: MasterSettings, resources: MasterResources) -> Master
         alerts,
         output,
         history=history,
-        bus=bus_ingest(settings, registry, telemetry, service, certificates),
+        bus=bus_ingest(settings, registry, telemetry, service, certificates, access),
     )
 
 
@@ -352,28 +352,19 @@ def bus_ingest(
     telemetry: TelemetryManager,
     service: MasterService,
     certificates: WorkerCertificates | None,
+    access: AccessControl | None = None,
 ) -> BusIngest | None:
     """The bus consumer when ``--bus`` is set (imported lazily: no bus, no NATS client)."""
     if not settings.bus:
         return None
-    if not settings.insecure and settings.bus_creds is None:
-        log.warning(
-            "--bus without --bus-creds: this master trusts whatever is published on the "
-            "bus's %s.telemetry and %s.rpc subjects as coming from a gateway; give each "
-            "gateway and the master their own NATS user (docs/SCALING.md)",
-            settings.bus_prefix,
-            settings.bus_prefix,
-        )
+    # Secure mode: MasterSettings refused a bus without a credential (cloudai.bus.auth).
     from cloudai.bus.nats_bus import NatsBus
-    from cloudai.bus.subjects import Subjects, bus_servers
+    from cloudai.bus.subjects import Subjects
 
-    bus = NatsBus(
-        bus_servers(settings.bus),
-        name=f"cloudai-master-{settings.master_id}",
-        creds=settings.bus_creds,
-        tls_ca=settings.bus_tls_ca,
+    bus = NatsBus.from_settings(settings, name=f"cloudai-master-{settings.master_id}")
+    return BusIngest(
+        bus, Subjects(settings.bus_prefix), registry, telemetry, service, certificates, access
     )
-    return BusIngest(bus, Subjects(settings.bus_prefix), registry, telemetry, service, certificates)
 
 
 def history_config(settings: MasterSettings) -> HistoryConfig:

@@ -14,6 +14,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from cloudai.addresses import parse_port, split_host_port
+from cloudai.bus.settings import BusClientSettings
 from cloudai.bus.subjects import bus_servers
 from cloudai.settings import CloudAISettings, default_data_root, env_alias
 from cloudai.validation import MAX_MESSAGE_BYTES, InvalidMessage, check_id
@@ -40,8 +41,9 @@ def parse_allowed_worker(text: str) -> tuple[str, str]:
     return worker_id, address
 
 
-class MasterSettings(CloudAISettings):
+class MasterSettings(CloudAISettings, BusClientSettings):
     config_table: ClassVar[str] = "master"
+    bus_process: ClassVar[str] = "a secure master"
 
     master_id: str = Field(default_factory=socket.gethostname)
     grpc_host: str = "0.0.0.0"
@@ -127,10 +129,9 @@ class MasterSettings(CloudAISettings):
     # The bus (docs/SCALING.md): with a NATS URL ("nats://host:4222", several separated
     # by commas), the master also takes the heartbeats `cloudai gateway` processes publish
     # there, and answers the calls they forward. None: no bus, nothing changes.
+    # Secure mode: a credential for NATS (bus_nkey, bus_creds, or user/token in the URL;
+    # the other bus_* settings: cloudai.bus.settings).
     bus: str | None = None
-    bus_prefix: str = "cloudai"  # subjects <prefix>.telemetry.<worker>, <prefix>.rpc.*
-    bus_creds: Path | None = None  # NATS credentials file (NKey/JWT)
-    bus_tls_ca: Path | None = None  # CA the NATS server's certificate is checked against
 
     @model_validator(mode="after")
     def _tls_pair(self) -> MasterSettings:

@@ -1,8 +1,9 @@
 """Who is calling: the identity in a gRPC peer's certificate (mutual TLS).
 
 gRPC has verified the chain (signed by the cluster CA) before a handler runs; this reads
-the role and worker id from the certificate's URI name and its fingerprint, which the
-master compares with the one it bound to that worker id when it joined. Parsing a
+the role and the worker's (or gateway's) id from the certificate's URI name and its
+fingerprint, which the master compares with the one it bound to that worker id when it
+joined. Parsing a
 certificate costs tens of microseconds, so results are cached by the certificate's PEM.
 """
 
@@ -23,13 +24,16 @@ class AuthContextSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PeerIdentity:
-    role: str  # "master", "worker" or "unknown"
-    worker_id: str | None
+    role: str  # "master", "worker", "gateway" or "unknown"
+    worker_id: str | None  # a worker's certificate only
     fingerprint: str
+    gateway_id: str | None = None  # a gateway's certificate only
 
     def describe(self) -> str:
         if self.role == "worker":
             return f"worker {self.worker_id!r}"
+        if self.role == "gateway":
+            return f"gateway {self.gateway_id!r}"
         return self.role
 
 
@@ -47,8 +51,13 @@ class PeerCertificates:
         if known is not None:
             return known
         cert = pki.load_cert(pem)
-        role, worker_id = pki.identity(cert)
-        identity = PeerIdentity(role, worker_id, pki.fingerprint(cert))
+        role, subject = pki.identity(cert)
+        identity = PeerIdentity(
+            role,
+            subject if role == "worker" else None,
+            pki.fingerprint(cert),
+            gateway_id=subject if role == "gateway" else None,
+        )
         if len(self._cache) >= self._limit:
             self._cache.clear()
         self._cache[pem] = identity

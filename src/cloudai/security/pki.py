@@ -7,7 +7,13 @@ in the certificates' subject alternative names:
 - the master: URI ``cloudai:master`` and DNS ``master.cloudai`` (the name gRPC checks when
   a worker calls it), plus the DNS names and IP addresses people reach its HTTPS port by;
 - a worker: URI ``cloudai:worker:<id>`` and DNS ``<hash of id>.worker.cloudai`` (the name
-  the master checks when it calls that worker: another worker's certificate fails).
+  the master checks when it calls that worker: another worker's certificate fails);
+- a gateway: URI ``cloudai:gateway:<id>``, DNS ``master.cloudai`` (workers heartbeat to
+  it as to the master) plus the hosts it is reached by, and a server-only key usage: TLS
+  refuses it as a client certificate, and its role is not the master's, so its holder
+  cannot call workers as the master.
+
+The master's and workers' certificates serve both ends of TLS (server and client).
 
 Pure apart from ``write_private``/``write_public`` (files with 0600/0644 modes).
 """
@@ -25,12 +31,15 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+
+from cloudai.identifiers import InvalidId, check_id
 
 MASTER_URI = "cloudai:master"
 MASTER_DNS = "master.cloudai"
 WORKER_URI_PREFIX = "cloudai:worker:"
 WORKER_DNS_SUFFIX = ".worker.cloudai"
+GATEWAY_URI_PREFIX = "cloudai:gateway:"
 CA_DAYS = 3650
 LEAF_DAYS = 825
 
@@ -147,6 +156,10 @@ def _leaf(
     public_key: ec.EllipticCurvePublicKey,
     common_name: str,
     names: list[x509.GeneralName],
+    usages: tuple[ObjectIdentifier, ...] = (
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    ),
 ) -> x509.Certificate:
     now = _now()
     return (
@@ -159,12 +172,7 @@ def _leaf(
         .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
             critical=False,
@@ -173,25 +181,59 @@ def _leaf(
     )
 
 
-def issue_master(ca: CertifiedKey, hosts: list[str]) -> CertifiedKey:
-    """The master's certificate: its role, the gRPC name, and ``hosts`` (DNS names or IP
-    addresses) for people and programs that reach its HTTPS port by them."""
-    names: list[x509.GeneralName] = [
-        x509.UniformResourceIdentifier(MASTER_URI),
-        x509.DNSName(MASTER_DNS),
-    ]
+def _host_names(hosts: list[str]) -> list[x509.GeneralName]:
+    """``hosts`` (DNS names or IP addresses, IPv6 with or without brackets) as SAN
+    entries, blanks and repeats left out."""
+    names: list[x509.GeneralName] = []
     seen: set[str] = set()
     for host in hosts:
         host = host.strip().strip("[]")
-        if not host or host in seen:
+        if not host or host in seen or host == MASTER_DNS:
             continue
         seen.add(host)
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
+    return names
+
+
+def issue_master(ca: CertifiedKey, hosts: list[str]) -> CertifiedKey:
+    """The master's certificate: its role, the gRPC name, and ``hosts`` (DNS names or IP
+    addresses) for people and programs that reach its HTTPS port by them."""
+    names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(MASTER_URI),
+        x509.DNSName(MASTER_DNS),
+        *_host_names(hosts),
+    ]
     key = new_key()
     return CertifiedKey(key, _leaf(ca, key.public_key(), "cloudai master", names))
+
+
+def issue_gateway(ca: CertifiedKey, gateway_id: str, hosts: list[str]) -> CertifiedKey:
+    """A gateway's certificate: its role and id, the gRPC name workers check
+    (``master.cloudai``) and ``hosts``; for TLS servers only (no client-auth key usage),
+    so it can serve workers but never call them. PkiError when the id is not valid."""
+    try:
+        check_id("gateway id", gateway_id)
+    except InvalidId as exc:
+        raise PkiError(str(exc)) from None
+    names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(GATEWAY_URI_PREFIX + gateway_id),
+        x509.DNSName(MASTER_DNS),
+        *_host_names(hosts),
+    ]
+    key = new_key()
+    return CertifiedKey(
+        key,
+        _leaf(
+            ca,
+            key.public_key(),
+            f"cloudai gateway {gateway_id}",
+            names,
+            usages=(ExtendedKeyUsageOID.SERVER_AUTH,),
+        ),
+    )
 
 
 def worker_names(worker_id: str) -> list[x509.GeneralName]:
@@ -228,7 +270,8 @@ def sign_worker_csr(ca: CertifiedKey, csr_pem: bytes, worker_id: str) -> x509.Ce
 
 
 def identity(cert: x509.Certificate) -> tuple[str, str | None]:
-    """("master", None), ("worker", id) or ("unknown", None), from the URI names."""
+    """("master", None), ("worker", id), ("gateway", id) or ("unknown", None), from the
+    URI names."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -238,6 +281,8 @@ def identity(cert: x509.Certificate) -> tuple[str, str | None]:
             return "master", None
         if uri.startswith(WORKER_URI_PREFIX):
             return "worker", uri[len(WORKER_URI_PREFIX) :]
+        if uri.startswith(GATEWAY_URI_PREFIX):
+            return "gateway", uri[len(GATEWAY_URI_PREFIX) :]
     return "unknown", None
 
 

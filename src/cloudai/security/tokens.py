@@ -23,9 +23,10 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 JOIN_PREFIX: Final = "cloudai-join"
 JOIN_VERSION: Final = "1"
@@ -263,11 +264,33 @@ class ApiTokenRecord:
             object.__setattr__(self, "scope", Scope(self.scope))
 
     def state(self, now: datetime) -> ApiState:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return "active"
+        return api_state(self, now)
+
+
+class ApiCredential(Protocol):
+    """What checking an API token needs of its record: the master's ``ApiTokenRecord``
+    and a gateway's copy of it (``bus.codec.ApiTokenEntry``, without name or dates of
+    creation) both have it."""
+
+    @property
+    def token_id(self) -> str: ...
+    @property
+    def secret_hash(self) -> str: ...
+    @property
+    def scope(self) -> Scope: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
+def api_state(record: ApiCredential, now: datetime) -> ApiState:
+    """What an API token is at ``now``: revoked, expired or active (in that order)."""
+    if record.revoked_at is not None:
+        return "revoked"
+    if record.expires_at is not None and record.expires_at <= now:
+        return "expired"
+    return "active"
 
 
 # -- checks ----------------------------------------------------------------------------
@@ -320,6 +343,22 @@ def check_join(record: JoinTokenRecord | None, worker_id: str, now: datetime) ->
         )
 
 
-def check_api(record: ApiTokenRecord | None, now: datetime) -> bool:
+def check_api(record: ApiCredential | None, now: datetime) -> bool:
     """True if ``record`` is an API token that may be used at ``now``."""
-    return record is not None and record.state(now) == "active"
+    return record is not None and api_state(record, now) == "active"
+
+
+def authenticate_api_token(
+    text: str, lookup: Callable[[str], ApiCredential | None], now: datetime
+) -> Scope | None:
+    """The scope of the API token ``text`` at ``now``; None if it is malformed, unknown
+    (``lookup(token_id)`` is None), has a wrong secret (compared in constant time), is
+    expired or revoked. The master's check and a gateway's, on their own records."""
+    try:
+        token = parse_api_token(text)
+    except TokenFormatError:
+        return None
+    record = lookup(token.token_id)
+    if record is None or not secret_matches(token.secret, record.secret_hash):
+        return None
+    return record.scope if check_api(record, now) else None

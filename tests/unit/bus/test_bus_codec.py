@@ -3,23 +3,30 @@ the caller's certificate, replies with gRPC status codes, session events."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
 import pytest
 
 from cloudai.bus.codec import (
+    ApiTokenEntry,
     BusDecodeError,
     CallReply,
     ForwardedCall,
     SessionEvent,
+    decode_api_tokens,
     decode_call,
     decode_reply,
     decode_session_event,
     decode_telemetry,
+    encode_api_tokens,
     encode_call,
     encode_reply,
     encode_session_event,
     encode_telemetry,
 )
 from cloudai.proto import pb
+from cloudai.security.tokens import ApiTokenRecord, Scope, hash_secret
 
 
 def test_telemetry_carries_the_heartbeat_bytes_and_the_receive_time() -> None:
@@ -62,8 +69,88 @@ def test_replies_round_trip() -> None:
 
 
 def test_session_events_round_trip() -> None:
-    for event in (SessionEvent(forget="w.1"), SessionEvent(reset="abc123")):
+    events = (
+        SessionEvent(forget="w.1"),
+        SessionEvent(reset="abc123"),
+        SessionEvent(removed="w.1"),
+        SessionEvent(tokens="0123456789ab"),
+    )
+    for event in events:
         assert decode_session_event(encode_session_event(event)) == event
-    for bad in (b"S1[]", b"S1{}", b"S1{", b"XX{}", b'S1{"forget": 3}'):
+    bad_events = (
+        b"S1[]",
+        b"S1{}",
+        b"S1{",
+        b"XX{}",
+        b'S1{"forget": 3}',
+        b'S1{"removed": null}',
+        b'S1{"tokens": ["a"]}',
+        b"S1\xff",
+    )
+    for bad in bad_events:
         with pytest.raises(BusDecodeError):
             decode_session_event(bad)
+
+
+def test_forget_and_reset_keep_their_bytes() -> None:
+    assert encode_session_event(SessionEvent(forget="w1")) == b'S1{"forget":"w1"}'
+    assert encode_session_event(SessionEvent(reset="b1")) == b'S1{"reset":"b1"}'
+
+
+def test_a_removal_is_a_forget_for_a_gateway_that_knows_only_forget() -> None:
+    body = orjson.loads(encode_session_event(SessionEvent(removed="w1"))[2:])
+    assert body == {"removed": "w1", "forget": "w1"}
+
+
+HASH = hash_secret("s" * 43)
+T = datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_api_tokens_round_trip_without_a_secret_or_a_name() -> None:
+    entries = [
+        ApiTokenEntry("0123456789ab", HASH, Scope.READ),
+        ApiTokenEntry("ba9876543210", HASH, Scope.ADMIN, expires_at=T, revoked_at=T),
+        ApiTokenEntry("aaaaaaaaaaaa", HASH, Scope.READ, T.astimezone(timezone(timedelta(hours=2)))),
+    ]
+    assert decode_api_tokens(encode_api_tokens(entries)) == entries
+    assert decode_api_tokens(encode_api_tokens([])) == []
+    # The master's records encode to what a gateway needs, and nothing else.
+    record = ApiTokenRecord("0123456789ab", HASH, Scope.ADMIN, T, name="grafana", expires_at=T)
+    data = encode_api_tokens([record])
+    assert b"grafana" not in data and b"created_at" not in data
+    assert decode_api_tokens(data) == [
+        ApiTokenEntry("0123456789ab", HASH, Scope.ADMIN, expires_at=T)
+    ]
+
+
+def _tokens(*items: object) -> bytes:
+    return b"A1" + orjson.dumps(list(items))
+
+
+GOOD = {"token_id": "0123456789ab", "secret_hash": HASH, "scope": "read"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"A1",
+        b"A1{",
+        b"A1{}",
+        b"S1[]",
+        _tokens(3),
+        _tokens({**GOOD, "token_id": "XYZ"}),
+        _tokens({**GOOD, "token_id": None}),
+        _tokens({**GOOD, "secret_hash": "00"}),
+        _tokens({**GOOD, "secret_hash": HASH.upper()}),
+        _tokens({**GOOD, "scope": "root"}),
+        _tokens({**GOOD, "scope": 1}),
+        _tokens({**GOOD, "expires_at": "yesterday"}),
+        _tokens({**GOOD, "expires_at": 1_800_000_000}),
+        _tokens({**GOOD, "revoked_at": "2026-12-01T10:00:00"}),  # no offset
+        _tokens(GOOD, "x"),
+    ],
+)
+def test_garbage_is_not_a_list_of_api_tokens(data: bytes) -> None:
+    with pytest.raises(BusDecodeError):
+        decode_api_tokens(data)

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from cloudai.security import pki
 
@@ -45,3 +49,50 @@ def test_private_files_are_0600(tmp_path) -> None:  # type: ignore[no-untyped-de
     secret.chmod(0o644)
     with pytest.raises(pki.PkiError, match="readable by others"):
         pki.check_private_file(secret)
+
+
+def _extended_key_usages(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
+    return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def _san(cert: x509.Certificate) -> x509.SubjectAlternativeName:
+    return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+
+
+def test_a_gateway_certificate_has_its_own_role() -> None:
+    ca = pki.create_ca()
+    gateway = pki.issue_gateway(ca, "gw-1.rack:a", ["gw.example", "10.0.0.7", "[::1]", ""])
+    pki.verify_issued_by(gateway.cert, ca.cert)
+    assert pki.identity(gateway.cert) == ("gateway", "gw-1.rack:a")
+    assert pki.identity(gateway.cert)[0] != "master"
+    san = _san(gateway.cert)
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
+        "cloudai:gateway:gw-1.rack:a"
+    ]
+    assert pki.MASTER_URI not in san.get_values_for_type(x509.UniformResourceIdentifier)
+    # The name workers check when they heartbeat, then the hosts it is reached by.
+    assert san.get_values_for_type(x509.DNSName) == [pki.MASTER_DNS, "gw.example"]
+    assert set(san.get_values_for_type(x509.IPAddress)) == {
+        ipaddress.ip_address("10.0.0.7"),
+        ipaddress.ip_address("::1"),
+    }
+
+
+def test_a_gateway_certificate_serves_tls_and_never_authenticates_a_client() -> None:
+    ca = pki.create_ca()
+    gateway = pki.issue_gateway(ca, "g1", [])
+    assert _extended_key_usages(gateway.cert) == {ExtendedKeyUsageOID.SERVER_AUTH}
+    # The master's and workers' certificates keep both ends of TLS.
+    master = pki.issue_master(ca, [])
+    worker = pki.sign_worker_csr(ca, pki.create_csr(pki.new_key(), "w1"), "w1")
+    for cert in (master.cert, worker):
+        assert _extended_key_usages(cert) == {
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+        }
+
+
+@pytest.mark.parametrize("bad", ["", "-g", "g 1", "g/1", "g" * 129])
+def test_a_gateway_id_follows_the_id_rule(bad: str) -> None:
+    with pytest.raises(pki.PkiError, match="gateway id"):
+        pki.issue_gateway(pki.create_ca(), bad, [])

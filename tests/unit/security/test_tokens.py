@@ -15,6 +15,7 @@ from cloudai.security.tokens import (
     JoinTokenRecord,
     Scope,
     TokenFormatError,
+    authenticate_api_token,
     check_api,
     check_join,
     check_token_id,
@@ -235,3 +236,17 @@ def test_check_api() -> None:
     assert record.state(T0) == "active"
     assert replace(record, revoked_at=T0).state(T0) == "revoked"
     assert record.state(T0 + timedelta(hours=2)) == "expired"
+
+
+def test_authenticate_api_token_is_the_whole_check() -> None:
+    record = ApiTokenRecord(ID, HASH, Scope.READ, T0, expires_at=T0 + timedelta(hours=1))
+    records = {ID: record}
+    text = format_api_token(ID, SECRET)
+    assert authenticate_api_token(text, records.get, T0) is Scope.READ
+    assert authenticate_api_token(f" {text}\n", records.get, T0) is Scope.READ
+    assert authenticate_api_token(text, records.get, T0 + timedelta(hours=1)) is None  # expired
+    assert authenticate_api_token(text, {ID: replace(record, revoked_at=T0)}.get, T0) is None
+    assert authenticate_api_token(text, {}.get, T0) is None  # unknown
+    assert authenticate_api_token(format_api_token(ID, SECRET + "x"), records.get, T0) is None
+    for garbage in ("", "cloudai", f"cloudai.{ID}", "Bearer " + text, "x" * 1000):
+        assert authenticate_api_token(garbage, records.get, T0) is None
