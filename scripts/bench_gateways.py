@@ -129,6 +129,13 @@ def cpu_seconds(pid: int) -> float | None:
     return float(times.user + times.system)
 
 
+def rss_mb(pid: int) -> float | None:
+    try:
+        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+    except psutil.Error:
+        return None
+
+
 def health(http: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://{http}/health", timeout=5) as response:
         return dict(json.loads(response.read()))
@@ -152,6 +159,7 @@ def run_point(cluster: Cluster, args: argparse.Namespace, rate: float) -> dict[s
     window: dict[str, float] = {}
     before: dict[str, float | None] = {}
     after: dict[str, float | None] = {}
+    rss: dict[str, float | None] = {}
     kill: dict[str, Any] = {}
 
     def sample_window(start: float) -> None:
@@ -167,6 +175,7 @@ def run_point(cluster: Cluster, args: argparse.Namespace, rate: float) -> dict[s
         for name, pid in others.items():
             if name not in after:
                 after[name] = cpu_seconds(pid)
+            rss[name] = rss_mb(pid)  # at the end of the load
 
     sampler: threading.Thread | None = None
     for line in proc.stderr:
@@ -187,6 +196,7 @@ def run_point(cluster: Cluster, args: argparse.Namespace, rate: float) -> dict[s
         for name in others
         if before.get(name) is not None and after.get(name) is not None
     }
+    record["other_processes_rss_mb"] = {n: v for n, v in rss.items() if v is not None}
     if record.get("other_cpu_pct") is not None:
         # The bench counts gateways and nats-server as "other": take them out.
         ours = sum(record["other_processes_cpu_pct"].values())

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import grpc
 import pytest
 
 from cloudai.proto import pb, rpc
-from tests.bus_harness import bus_prefix, reachable_nats, start_gateway
+from tests.bus_harness import start_gateway
 from tests.harness import (
     REPO,
     async_wait_until,
@@ -40,17 +39,6 @@ SIMULATED = 40  # unary workers simulated in this process, one connection each
 WAIT = 30.0
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def nats_url() -> str:
-    return reachable_nats()
-
-
-@pytest.fixture
-def prefix() -> str:
-    """Subjects of this test only (other runs may share the NATS server)."""
-    return bus_prefix()
 
 
 class GoLikeWorker:
@@ -158,14 +146,6 @@ class SimulatedWorker:
                     delay = 0.1
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for process in reversed(started):
-        process.close()
 
 
 async def test_telemetry_reaches_dashboards_on_the_master_and_on_a_gateway(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from cloudai.proto import pb, rpc
 from cloudai.security.pki import MASTER_DNS, identity, load_cert
-from tests.bus_harness import NatsServer, start_auth_nats
+from tests.bus_harness import NatsServer
 from tests.harness import (
     admin_client,
     child_env,
@@ -32,22 +31,6 @@ from tests.harness import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def bus(tmp_path: Path) -> Iterator[NatsServer]:
-    """A nats-server with the users of docs/SCALING.md (an NKey each: master, gateway)."""
-    server = start_auth_nats(tmp_path / "nats")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for process in reversed(started):
-        process.close()
-
-
 def worker_credentials(work_dir: Path) -> grpc.ChannelCredentials:
     tls = work_dir / "tls"
     return grpc.ssl_channel_credentials(
@@ -59,12 +42,12 @@ def worker_credentials(work_dir: Path) -> grpc.ChannelCredentials:
 
 async def test_workers_reach_a_secure_master_through_a_secure_gateway(
     tmp_path: Path,
-    bus: NatsServer,
+    auth_bus: NatsServer,
     processes: list[Any],
 ) -> None:
-    nkey = bus.seeds
+    nkey = auth_bus.seeds
     master = start_master(
-        tmp_path, "--bus", bus.url, "--bus-nkey", str(nkey["master"]), secure=True
+        tmp_path, "--bus", auth_bus.url, "--bus-nkey", str(nkey["master"]), secure=True
     )
     processes.append(master)
     tls_dir = tmp_path / "gateway-tls"
@@ -87,7 +70,7 @@ async def test_workers_reach_a_secure_master_through_a_secure_gateway(
     # The gateway's own role: workers take it as their server, never as their master.
     assert identity(load_cert((tls_dir / "gateway.pem").read_bytes())) == ("gateway", "g1")
     gateway = start_process(
-        ["gateway", "--id", "g1", "--bus", bus.url, "--bus-nkey", str(nkey["gateway"]),
+        ["gateway", "--id", "g1", "--bus", auth_bus.url, "--bus-nkey", str(nkey["gateway"]),
          "--host", "127.0.0.1", "--grpc-port", "0", "--tls-dir", str(tls_dir)],
         tmp_path,
         "gateway",

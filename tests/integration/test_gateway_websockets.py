@@ -18,7 +18,6 @@ import asyncio
 import json
 import ssl
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,6 @@ from cloudai.cli.api_client import client_ssl_context
 from cloudai.security.tokens import Scope
 from tests.bus_harness import (
     NatsServer,
-    bus_prefix,
-    reachable_nats,
-    start_auth_nats,
     start_gateway,
 )
 from tests.harness import (
@@ -47,33 +43,6 @@ from tests.harness import (
 WAIT = 30.0
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def nats_url() -> str:
-    return reachable_nats()
-
-
-@pytest.fixture
-def prefix() -> str:
-    """Subjects of this test only (other runs may share the NATS server)."""
-    return bus_prefix()
-
-
-@pytest.fixture
-def auth_bus(tmp_path: Path) -> Iterator[NatsServer]:
-    """A nats-server with the users of docs/SCALING.md (an NKey each: master, gateway)."""
-    server = start_auth_nats(tmp_path / "nats")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for process in reversed(started):
-        process.close()
 
 
 async def entries_until(

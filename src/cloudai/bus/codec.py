@@ -33,6 +33,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -152,13 +153,18 @@ def encode_session_event(event: SessionEvent) -> bytes:
     return _SESSION + orjson.dumps(body)
 
 
-def decode_session_event(data: bytes) -> SessionEvent:
-    if data[:2] != _SESSION:
-        raise BusDecodeError("not a session event")
+def _json_after(tag: bytes, data: bytes, what: str) -> Any:
+    """The JSON after ``tag``; BusDecodeError naming ``what`` when it is not there."""
+    if data[:2] != tag:
+        raise BusDecodeError(f"not a {what}")
     try:
-        body = orjson.loads(data[2:])
+        return orjson.loads(data[2:])
     except orjson.JSONDecodeError as exc:
-        raise BusDecodeError(f"bad session event: {exc}") from None
+        raise BusDecodeError(f"bad {what}: {exc}") from None
+
+
+def decode_session_event(data: bytes) -> SessionEvent:
+    body = _json_after(_SESSION, data, "session event")
     if not isinstance(body, dict):
         raise BusDecodeError("bad session event: not an object")
     removed, forget, reset = body.get("removed"), body.get("forget"), body.get("reset")
@@ -203,12 +209,7 @@ def encode_api_tokens(records: Iterable[ApiCredential]) -> bytes:
 
 
 def decode_api_tokens(data: bytes) -> list[ApiTokenEntry]:
-    if data[:2] != _API_TOKENS:
-        raise BusDecodeError("not a list of API tokens")
-    try:
-        body = orjson.loads(data[2:])
-    except orjson.JSONDecodeError as exc:
-        raise BusDecodeError(f"bad list of API tokens: {exc}") from None
+    body = _json_after(_API_TOKENS, data, "list of API tokens")
     if not isinstance(body, list):
         raise BusDecodeError("bad list of API tokens: not a list")
     return [_api_token(item) for item in body]
