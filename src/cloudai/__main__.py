@@ -1,3 +1,4 @@
 from cloudai.cli.main import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a child process (multiprocessing's spawn) imports it
+    raise SystemExit(main())

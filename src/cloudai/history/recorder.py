@@ -23,8 +23,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cloudai.history.query import Plan, answer, plan
@@ -76,6 +76,7 @@ class HistoryStats:
     failed_batches: int = 0
     pruned: int = 0
     recovered: int = 0  # buckets rebuilt from the store at start
+    writer_restarts: int = 0  # history_writer = "process": writer processes started again
 
 
 def sample_values(state: WorkerTelemetry) -> Values:
@@ -173,6 +174,19 @@ class HistoryRecorder:
             self.stats.dropped += 1  # the deque drops its oldest
         buffer.append(Sample(worker_id, t, sample_values(state)))
         self.stats.samples += 1
+
+    def take(self, samples: Iterable[Sample]) -> None:
+        """Samples taken elsewhere (the master's side of ``HistoryProcess``), into the
+        buffer with the same bound."""
+        buffer = self._buffer
+        for sample in samples:
+            if len(buffer) == buffer.maxlen:
+                self.stats.dropped += 1
+            buffer.append(sample)
+
+    def current_stats(self) -> HistoryStats:
+        """The counters now (a copy)."""
+        return replace(self.stats)
 
     def attach(self, telemetry: TelemetryManager) -> None:
         self._unsubscribe = telemetry.subscribe(self.on_telemetry)

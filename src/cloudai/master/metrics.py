@@ -411,6 +411,7 @@ class HistoryFigures:
     buckets_written: int
     failed_batches: int
     pruned: int
+    writer_restarts: int = 0
 
 
 def history_families(f: HistoryFigures) -> Iterator[Metric]:
@@ -439,6 +440,11 @@ def history_families(f: HistoryFigures) -> Iterator[Metric]:
         "cloudai_history_rows_pruned_total",
         "History rows deleted past their retention",
         value=f.pruned,
+    )
+    yield CounterMetricFamily(
+        "cloudai_history_writer_restarts_total",
+        "History writer processes started again after one exited",
+        value=f.writer_restarts,
     )
 
 
@@ -546,6 +552,7 @@ def read_history(stats: HistoryStats) -> HistoryFigures:
         buckets_written=stats.buckets,
         failed_batches=stats.failed_batches,
         pruned=stats.pruned,
+        writer_restarts=stats.writer_restarts,
     )
 
 

@@ -86,6 +86,7 @@ from cloudai.proto.options import (
 from cloudai.proto.tolerant import add_master_rpcs
 from cloudai.security.credentials import MasterIdentity, load_or_create_master, local_hosts
 from cloudai.store import Store, open_store
+from cloudai.store.urls import resolve_url
 from cloudai.telemetry.manager import TelemetryManager
 
 log = logging.getLogger(__name__)
@@ -321,8 +322,10 @@ def build_master(settings: MasterSettings, resources: MasterResources) -> Master
     tasks.add_listener(task_events(hub))
     history = None
     if settings.history_enabled:
-        recorder = history = HistoryRecorder(resources.store, history_config(settings))
-        master_metrics.add(LiveCollector(lambda: read_history(recorder.stats), history_families))
+        recorder = history = history_recorder(settings, resources.store)
+        master_metrics.add(
+            LiveCollector(lambda: read_history(recorder.current_stats()), history_families)
+        )
     return MasterComponents(
         settings,
         resources,
@@ -365,6 +368,18 @@ def bus_ingest(
     return BusIngest(
         bus, Subjects(settings.bus_prefix), registry, telemetry, service, certificates, access
     )
+
+
+def history_recorder(settings: MasterSettings, store: Store) -> HistoryRecorder:
+    """The history's recorder: writing in a child process of its own on the same
+    database (``history_writer = "process"``, the default) or in a thread."""
+    config = history_config(settings)
+    if settings.history_writer == "thread":
+        return HistoryRecorder(store, config)
+    from cloudai.history.writer_process import HistoryProcess
+
+    url = resolve_url(settings.database_url, settings.data_dir)
+    return HistoryProcess(store, url.render_as_string(hide_password=False), config)
 
 
 def history_config(settings: MasterSettings) -> HistoryConfig:

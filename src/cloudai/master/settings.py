@@ -126,6 +126,9 @@ class MasterSettings(CloudAISettings, BusClientSettings):
     history_prune_interval: Seconds = 60.0
     history_buffer_size: int = Field(200_000, ge=1)
     history_resolution: Seconds = 5.0
+    # Where the history is written: "process", a child process of the master (its work
+    # then never holds the master's interpreter lock), or "thread", a thread of the master.
+    history_writer: Literal["process", "thread"] = "process"
     # The bus (docs/SCALING.md): with a NATS URL ("nats://host:4222", several separated
     # by commas), the master also takes the heartbeats `cloudai gateway` processes publish
     # there, and answers the calls they forward. None: no bus, nothing changes.

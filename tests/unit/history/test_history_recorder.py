@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cloudai.history.recorder import HistoryConfig, HistoryRecorder, sample_values
-from cloudai.history.tiers import METRICS
+from cloudai.history.tiers import METRICS, Sample
 from cloudai.store import Store, StoreError, open_store
 from cloudai.store.sql_store import SqlStore
 from cloudai.telemetry.manager import TelemetryEvent
@@ -204,3 +204,13 @@ def test_queries_answer_from_the_tier_chosen(store: Store) -> None:
     }
     nobody, none = recorder.query(p, "c")
     assert none == 0 and nobody["series"]["cpu_usage"]["avg"] == [None] * 4
+
+
+def test_samples_taken_from_elsewhere_keep_the_bound(store: Store) -> None:
+    recorder = HistoryRecorder(store, HistoryConfig(buffer_size=2), clock=Clock(T0))
+    recorder.take(Sample("w", T0 + i, (float(i),) * len(METRICS)) for i in range(3))
+    assert recorder.pending == 2
+    stats = recorder.current_stats()
+    assert stats.dropped == 1
+    stats.dropped = 99  # a copy
+    assert recorder.stats.dropped == 1
