@@ -1,4 +1,4 @@
-"""The history writer in a child process (``HistoryProcess``) on a real SQLite file:
+"""The history writer in a child process (``HistoryProcess``) on SQLite and PostgreSQL:
 batches written by the child, a killed child started again without losing the batch,
 the open buckets written at stop, and the master's choice of writer."""
 
@@ -45,16 +45,22 @@ def count(store: Store, table: str) -> int:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await asyncio.to_thread(open_store, None, tmp_path)
+async def store(database_url: str | None, tmp_path: Path) -> AsyncIterator[Store]:
+    """SQLite in tmp_path, and an emptied PostgreSQL database."""
+    s = await asyncio.to_thread(open_store, database_url, tmp_path)
     yield s
     s.close()
 
 
+@pytest.fixture
+def url(database_url: str | None, tmp_path: Path) -> str:
+    """The same database, as the child process is given it."""
+    return resolve_url(database_url, tmp_path).render_as_string(hide_password=False)
+
+
 async def test_batches_are_written_by_a_child_that_comes_back_after_a_kill(
-    store: Store, tmp_path: Path
+    store: Store, url: str
 ) -> None:
-    url = resolve_url(None, tmp_path).render_as_string(hide_password=False)
     recorder = HistoryProcess(store, url, HistoryConfig(flush_interval=0.2))
     await recorder.start()
     first = recorder.writer_pid
@@ -87,8 +93,7 @@ async def test_batches_are_written_by_a_child_that_comes_back_after_a_kill(
     assert count(store, "history_minute") > minutes  # the open buckets, written at stop
 
 
-async def test_stop_writes_what_was_sent_last(store: Store, tmp_path: Path) -> None:
-    url = resolve_url(None, tmp_path).render_as_string(hide_password=False)
+async def test_stop_writes_what_was_sent_last(store: Store, url: str) -> None:
     recorder = HistoryProcess(store, url, HistoryConfig(flush_interval=3600))
     await recorder.start()
     now = time.time()
