@@ -299,3 +299,45 @@ def test_secure_mode_streams_and_only_the_tasks_own_certificate_appends(tmp_path
         if worker is not None:
             worker.kill()
         master.kill()
+
+
+def test_output_past_the_retention_is_deleted(tmp_path: Path) -> None:
+    """A master keeping output 2 s after a task finished: the output, then 410 with one
+    line (the task and its logs stay); `cloudai logs --output` says it in one line."""
+    master = start_master(tmp_path, "--allow-worker", "w1", CLOUDAI_TASK_OUTPUT_RETENTION="2")
+    worker = start_worker(tmp_path, "w1", "--interval", "0.3", master=master.extra["grpc"])
+    try:
+        api = admin_client(master)
+        wait_until(lambda: api.worker("w1").is_active, 20, "w1 active")
+        api.submit("w1", command="echo kept for a while", task_id="t-retained")
+        wait_until(lambda: api.task("t-retained").status == "success", 20, "the task done")
+        wait_until(lambda: api.output("t-retained", wait=0).complete, 20, "the output complete")
+
+        def deleted() -> bool:
+            try:
+                api.output("t-retained")
+            except ApiError as exc:
+                assert exc.status == 410, exc
+                return True
+            return False
+
+        wait_until(deleted, 30, "the output deleted past its retention")
+        with pytest.raises(ApiError) as gone:
+            api.output("t-retained")
+        assert gone.value.status == 410
+        assert "deleted at" in gone.value.message
+        assert "task_output_retention" in gone.value.message
+        assert api.task("t-retained").status == "success"  # the task stays
+        assert "kept for a while" in api.logs("t-retained").logs  # and its logs
+        done = subprocess.run(
+            logs_command(master, "t-retained", "--output", str(tmp_path / "out.bin")),
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            timeout=60,
+        )
+        assert done.returncode != 0 and "task_output_retention" in done.stderr, done
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    finally:
+        worker.kill()
+        master.kill()

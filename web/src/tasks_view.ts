@@ -199,6 +199,13 @@ export class TaskView {
           this.logNote.dataset.live = "false";
           return;
         }
+        if (error instanceof ApiError && error.status === 410) {
+          // Deleted past the master's task_output_retention: the task's logs (its last
+          // part) still show above.
+          this.logNote.textContent = error.message;
+          this.logNote.dataset.live = "false";
+          return;
+        }
         failures++;
         this.logNote.textContent = `output: ${error instanceof Error ? error.message : error}; retrying`;
         await new Promise((r) => window.setTimeout(r, Math.min(500 * 2 ** failures, 10_000)));

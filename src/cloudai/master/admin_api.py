@@ -85,6 +85,7 @@ _KIND_STATUS = {
     ErrorKind.UNAVAILABLE: 503,
     ErrorKind.UNAUTHORIZED: 403,  # e.g. a refused join token
     ErrorKind.UNPROCESSABLE: 422,  # e.g. a join's certificate request that does not parse
+    ErrorKind.GONE: 410,  # e.g. a task's output deleted past its retention
 }
 _WORKERS: TypeAdapter[list[Worker]] = TypeAdapter(list[Worker])
 _TASKS: TypeAdapter[list[Task]] = TypeAdapter(list[Task])

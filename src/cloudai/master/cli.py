@@ -178,6 +178,13 @@ def add_master_arguments(p: argparse.ArgumentParser) -> None:
         f"(default {_default('task_output_max_bytes') / 2**20:g}; 0: keep none)",
     )
     p.add_argument(
+        "--task-output-days",
+        type=float,
+        metavar="DAYS",
+        help="delete a task's streamed output this many days after it finished "
+        f"(default {_default('task_output_retention') / 86_400:g}; 0: keep it for ever)",
+    )
+    p.add_argument(
         "--no-history",
         action="store_true",
         help="keep no telemetry history (docs/HISTORY.md; retention: history_* settings)",
@@ -220,6 +227,10 @@ def _mib_to_bytes(mib: float | None) -> int | None:
     return None if mib is None else int(mib * 2**20)
 
 
+def _days_to_seconds(days: float | None) -> float | None:
+    return None if days is None else days * 86_400.0
+
+
 def master_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the flags give (None: not given)."""
     host = args.host
@@ -250,6 +261,7 @@ def master_flags(args: argparse.Namespace) -> dict[str, Any]:
         "alert_evaluation_interval": getattr(args, "alert_interval", None),
         "history_enabled": False if getattr(args, "no_history", False) else None,
         "task_output_max_bytes": _mib_to_bytes(getattr(args, "task_output_max_mib", None)),
+        "task_output_retention": _days_to_seconds(getattr(args, "task_output_days", None)),
         "bus": getattr(args, "bus", None),
         **bus_credential_flags(args),
         "grpc_server": getattr(args, "grpc_server", None),

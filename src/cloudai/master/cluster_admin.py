@@ -42,6 +42,7 @@ class ErrorKind(enum.Enum):
     UNAVAILABLE = "unavailable"  # the worker is not registered or did not answer
     UNAUTHORIZED = "unauthorized"  # a credential that does not allow it (a spent join token)
     UNPROCESSABLE = "unprocessable"  # well-formed, but unusable (a CSR that does not parse)
+    GONE = "gone"  # it was there and was deleted (a task's output past its retention)
 
 
 class AdminError(Exception):

@@ -29,7 +29,7 @@ from cloudai.master.api_input import read_query
 from cloudai.master.cluster_admin import AdminError, ErrorKind
 from cloudai.master.openapi import Operation, Param, Reply
 from cloudai.master.output_service import MAX_WAIT_SECONDS, OutputRange, TaskOutputs
-from cloudai.master.task_output import MAX_READ_BYTES, MIB, OutputUnavailable
+from cloudai.master.task_output import MAX_READ_BYTES, MIB, OutputDeleted, OutputUnavailable
 from cloudai.master.tasks import TaskError
 
 OUTPUT_KEY = web.AppKey("task_outputs", TaskOutputs)
@@ -84,6 +84,8 @@ async def task_output(request: web.Request) -> web.Response:
         raise AdminError(ErrorKind.NOT_FOUND, str(exc)) from None
     except OutputUnavailable as exc:
         raise AdminError(ErrorKind.UNAVAILABLE, str(exc)) from None
+    except OutputDeleted as exc:
+        raise AdminError(ErrorKind.GONE, str(exc)) from None
     return web.Response(
         body=answer.data, content_type="application/octet-stream", headers=output_headers(answer)
     )
@@ -112,6 +114,11 @@ OUTPUT_OPERATIONS: tuple[Operation, ...] = (
             ),
             400: Reply("Invalid input: a query value that does not fit", ErrorBody),
             404: Reply("No such task, or no such attempt of it", ErrorBody),
+            410: Reply(
+                "The output was deleted: the task finished longer ago than the master's "
+                "task_output_retention (its logs keep the last part)",
+                ErrorBody,
+            ),
             503: Reply("The master keeps no task output, or cannot read it now", ErrorBody),
         },
         handler=task_output,

@@ -5,6 +5,9 @@
   one it issued; the chunk then goes to the store (``task_output.py``).
 - ``read``: a range of one run's output for the API, optionally waiting (long poll)
   until there are bytes past ``offset`` or the run has ended.
+- ``prune``: the output of tasks finished longer ago than ``retention`` is deleted
+  (every ``PRUNE_EVERY`` seconds while the master runs; the task and its logs stay); a
+  read of it then says so (``OutputDeleted``).
 
 A run's output is complete when its final chunk came, or when the run ended without one
 (its result is recorded, it was retried, lost or cancelled) and either nothing of it is
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -27,6 +31,11 @@ from cloudai.master.tasks import TaskBook, TaskError, TaskState
 from cloudai.proto import pb
 from cloudai.validation import InvalidMessage, check_id
 
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY = 600.0
+"""Seconds between two passes of the retention (a quarter of the retention when that is
+shorter, at least a second)."""
 MAX_WAIT_SECONDS = 30.0
 """The longest a range request may wait for new bytes (``wait``)."""
 END_GRACE = 10.0
@@ -98,14 +107,85 @@ def output_complete(
 
 class TaskOutputs:
     def __init__(
-        self, tasks: TaskBook, store: TaskOutputStore, clock: Callable[[], float] = time.time
+        self,
+        tasks: TaskBook,
+        store: TaskOutputStore,
+        clock: Callable[[], float] = time.time,
+        *,
+        retention: float = 0.0,
     ) -> None:
+        """``retention``: seconds after a task finished that its output is kept (0: for
+        ever)."""
         self._tasks = tasks
         self.store = store
         self._clock = clock
+        self.retention = retention
         self.chunks = 0
         self.refused = 0
+        self.pruned_tasks = 0
+        self._pruner: asyncio.Task[None] | None = None
         tasks.add_listener(lambda task: store.task_changed(task.task_id))
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Apply the retention now and every ``PRUNE_EVERY`` seconds (none with 0)."""
+        if self.retention > 0 and self._pruner is None:
+            self._pruner = asyncio.get_running_loop().create_task(
+                self._prune_loop(), name="task-output-retention"
+            )
+
+    async def stop(self) -> None:
+        pruner, self._pruner = self._pruner, None
+        if pruner is not None:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+
+    async def _prune_loop(self) -> None:
+        every = min(PRUNE_EVERY, max(1.0, self.retention / 4))
+        while True:
+            await self.prune(self._clock())
+            await asyncio.sleep(every)
+
+    def _expired(self, task_id: str, cutoff: float) -> bool:
+        try:
+            task = self._tasks.get(task_id)
+        except TaskError:
+            return False  # not a task of this master: not ours to delete
+        return task.status.finished and (task.finished_at or 0.0) < cutoff
+
+    async def prune(self, now: float) -> int:
+        """Delete the output of the tasks finished before ``now - retention``; how many."""
+        if self.retention <= 0:
+            return 0
+        cutoff = now - self.retention
+        folders = await asyncio.to_thread(self.store.folders)
+        due = [task_id for task_id in folders if self._expired(task_id, cutoff)]
+        if not due:
+            return 0
+
+        def delete() -> tuple[int, int]:
+            done = freed = 0
+            for task_id in due:
+                try:
+                    freed += self.store.delete(task_id, now)
+                    done += 1
+                except OSError as exc:
+                    log.warning("task output: cannot delete %s's output: %s", task_id, exc)
+            return done, freed
+
+        done, freed = await asyncio.to_thread(delete)
+        for task_id in due:
+            self.store.forget(task_id)
+        self.pruned_tasks += done
+        log.info(
+            "task output: deleted the output of %d tasks finished more than %s ago (%.1f MiB)",
+            done,
+            _duration(self.retention),
+            freed / 2**20,
+        )
+        return done
 
     async def append(self, chunk: pb.TaskOutput) -> pb.TaskOutputAck:
         """``OutputRefused`` for a chunk that is not this worker's to send;
@@ -179,3 +259,7 @@ class TaskOutputs:
         task_id: str, run: int, offset: int, data: bytes, snapshot: RunSnapshot, complete: bool
     ) -> OutputRange:
         return OutputRange(task_id, run, offset, data, snapshot.held, complete, snapshot.truncated)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 86_400:g} days" if seconds >= 86_400 else f"{seconds:g} s"

@@ -259,7 +259,9 @@ def build_master(settings: MasterSettings, resources: MasterResources) -> Master
     )
     certificates = WorkerCertificates(registry) if identity else None
     output = TaskOutputs(
-        tasks, TaskOutputStore(settings.task_output_dir, settings.task_output_max_bytes)
+        tasks,
+        TaskOutputStore(settings.task_output_dir, settings.task_output_max_bytes),
+        retention=settings.task_output_retention,
     )
     service = MasterService(
         registry,
@@ -524,8 +526,12 @@ class MasterServer:
     async def _start_telemetry(self) -> None:
         self.parts.telemetry.start()
         self.parts.tasks.start()  # lost tasks, tasks waiting for their worker
+        if self.parts.output is not None:
+            self.parts.output.start()  # the task output's retention
 
     async def _stop_telemetry(self) -> None:
+        if self.parts.output is not None:
+            await self.parts.output.stop()
         await self.parts.link.close()  # registration retries and channels to workers
         await self.parts.telemetry.shutdown()
 

@@ -112,6 +112,9 @@ class MasterSettings(CloudAISettings, BusClientSettings):
     # Live task output (docs/TASK_OUTPUT.md): the first this many bytes of each task run's
     # output are kept under data_dir/task-output; the rest is acknowledged and dropped.
     task_output_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    # ... deleted this many seconds after the task finished (its record and logs stay);
+    # 0: kept for ever.
+    task_output_retention: float = Field(30 * 86_400.0, ge=0, allow_inf_nan=False)
     # Telemetry history (docs/HISTORY.md): every heartbeat for history_raw_retention,
     # a minute's min/avg/max for history_minute_retention, an hour's for
     # history_hour_retention (seconds). Written in batches every history_flush_interval;

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +47,14 @@ MAX_READ_BYTES = 16 * MIB
 
 class OutputUnavailable(Exception):
     """The output could not be written or read now (the disk): try again later."""
+
+
+class OutputDeleted(Exception):
+    """The task's output was deleted (older than the master's retention)."""
+
+
+PRUNED = "pruned.json"
+"""What is left of a task's output folder once its runs were deleted: when, and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,10 +201,18 @@ class TaskOutputStore:
         self, task_id: str, attempt: int, offset: int, limit: int
     ) -> tuple[bytes, RunSnapshot]:
         """Up to ``limit`` bytes held from ``offset`` (fewer at the end of what is held),
-        and the run's state when they were read."""
+        and the run's state when they were read; ``OutputDeleted`` once pruned."""
         async with self._using(task_id, attempt) as run:
             snapshot = run.snapshot()
             count = max(0, min(limit, snapshot.held - offset))
+        if snapshot.held == 0:  # nothing held: never streamed, or deleted
+            pruned = await asyncio.to_thread(self.pruned_at, task_id)
+            if pruned is not None:
+                raise OutputDeleted(
+                    f"the output of task {task_id!r} was deleted at "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(pruned))} UTC, past "
+                    "the master's task_output_retention; its logs keep the last part"
+                )
         if count == 0:
             return b"", snapshot
         data_path, _ = self.paths(task_id, attempt)
@@ -209,6 +226,49 @@ class TaskOutputStore:
         except OSError as exc:
             raise OutputUnavailable(f"task output storage: {exc.strerror or exc}") from None
         return data, snapshot
+
+    # -- retention --------------------------------------------------------------------------
+
+    def pruned_at(self, task_id: str) -> float | None:
+        """When the task's output was deleted (Unix time), None if it was not."""
+        try:
+            meta = json.loads((self.root / task_id / PRUNED).read_bytes())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+        at = meta.get("pruned_at") if isinstance(meta, dict) else None
+        return float(at) if isinstance(at, int | float) else 0.0
+
+    def folders(self) -> list[str]:
+        """The task ids with an output folder that still holds runs (blocking)."""
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return []
+        return [e.name for e in entries if e.is_dir() and not (Path(e.path) / PRUNED).exists()]
+
+    def forget(self, task_id: str) -> None:
+        """Drop what memory holds of the task's runs: the next use reads the disk (on the
+        event loop, after ``delete``)."""
+        for key in [key for key in self._runs if key[0] == task_id]:
+            run = self._runs[key]
+            run.ledger = RunLedger(self.max_bytes, held=-1)  # reloaded at its next use
+            if run.users == 0:
+                del self._runs[key]
+        self._notify(task_id)
+
+    def delete(self, task_id: str, now: float) -> int:
+        """Delete the task's runs, leaving ``pruned.json`` (blocking); the bytes freed."""
+        folder = self.root / task_id
+        freed = 0
+        for path in folder.iterdir():
+            if path.name == PRUNED:
+                continue
+            freed += path.stat().st_size
+            path.unlink()
+        tmp = folder / (PRUNED + ".tmp")
+        tmp.write_text(json.dumps({"pruned_at": now}))
+        tmp.replace(folder / PRUNED)
+        return freed
 
     # -- waiting ----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from cloudai.master.output_service import (
     check_chunk,
     output_complete,
 )
-from cloudai.master.task_output import RunSnapshot, TaskOutputStore
+from cloudai.master.task_output import OutputDeleted, RunSnapshot, TaskOutputStore
 from cloudai.master.tasks import TaskBook, TaskError, TaskState
 from cloudai.proto import pb
 from cloudai.task_status import TaskStatus
@@ -183,3 +183,34 @@ async def test_a_poll_without_news_ends_after_its_wait(tmp_path: Path, book: Fak
     service = outputs(book, tmp_path)
     got = await service.read("t1", 0, 100, wait=0.05)
     assert (got.data, got.complete) == (b"", False)
+
+
+async def test_output_past_the_retention_is_deleted_and_says_so(tmp_path: Path) -> None:
+    old = TaskState("old", "w1", status=TaskStatus.SUCCESS, finished_at=1000.0)
+    recent = TaskState("recent", "w1", status=TaskStatus.FAILURE, finished_at=1900.0)
+    running = TaskState("running", "w1", status=TaskStatus.RUNNING)
+    book = FakeBook(old, recent, running)
+    store = TaskOutputStore(tmp_path, 1024)
+    service = TaskOutputs(cast(TaskBook, book), store, clock=lambda: 2000.0, retention=500.0)
+    for task_id in ("old", "recent", "running"):
+        await service.append(chunk(0, b"out\n", task_id=task_id))
+    (tmp_path / "stranger").mkdir()  # not a task of this master: left alone
+    (tmp_path / "stranger" / "1.log").write_bytes(b"x")
+
+    assert await service.prune(2000.0) == 1  # only "old" finished before 1500
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["pruned.json"]
+    assert store.pruned_at("old") == 2000.0 and store.pruned_at("recent") is None
+    assert (tmp_path / "recent" / "1.log").exists() and (tmp_path / "stranger" / "1.log").exists()
+    with pytest.raises(OutputDeleted, match=r"task 'old' was deleted at .* task_output_retention"):
+        await service.read("old", 0, 100)
+    assert (await service.read("recent", 0, 100)).data == b"out\n"
+    assert await service.prune(2000.0) == 0  # deleted once
+    assert service.pruned_tasks == 1
+
+
+async def test_no_retention_keeps_every_output(tmp_path: Path) -> None:
+    old = TaskState("old", "w1", status=TaskStatus.SUCCESS, finished_at=1.0)
+    service = TaskOutputs(cast(TaskBook, FakeBook(old)), TaskOutputStore(tmp_path, 1024))
+    await service.append(chunk(0, b"out\n", task_id="old"))
+    assert await service.prune(10**9) == 0
+    assert (await service.read("old", 0, 100)).data == b"out\n"
