@@ -41,6 +41,12 @@ async def test_openapi_document(http: aiohttp.ClientSession) -> None:
         assert path in doc["paths"]
 
 
+async def test_an_insecure_master_says_it_takes_no_tokens(http: aiohttp.ClientSession) -> None:
+    async with http.get("/api/session") as r:
+        assert r.status == 200
+        assert await r.json() == {"secured": False, "scope": None}
+
+
 async def test_mutations_need_the_token(http: aiohttp.ClientSession) -> None:
     async with http.post("/api/workers", json={"worker_id": "w1", "address": "127.0.0.1:9"}) as r:
         assert r.status == 401

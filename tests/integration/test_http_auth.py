@@ -191,6 +191,13 @@ async def test_a_read_token_reads_and_streams_but_changes_nothing(master: Master
         assert not ws.closed
 
 
+async def test_the_session_says_the_tokens_scope(master: Master) -> None:
+    assert (await _call(master, "GET", "/api/session"))[0] == 401
+    for token, scope in ((master.read, "read"), (master.admin, "admin")):
+        status, _, body = await _call(master, "GET", "/api/session", token)
+        assert (status, body) == (200, {"secured": True, "scope": scope})
+
+
 async def test_an_admin_token_does_everything(master: Master) -> None:
     status, _, created = await _call(
         master, "POST", "/api/join-tokens", master.admin, body={"uses": 1, "worker_id": "w1"}

@@ -85,11 +85,18 @@ export async function postJson<T>(path: string, body?: unknown): Promise<T> {
 
 export type AuthCheck = "ok" | "needs-token" | "bad-token" | "unreachable";
 
+interface SessionInfo {
+  secured: boolean;
+  scope: "read" | "admin" | null;
+}
+
 /** Whether the data calls work as things are: with the stored token, or with none
- *  (a master started with --insecure). */
+ *  (a master started with --insecure); learns the token's scope on the way. */
 export async function checkAuth(): Promise<AuthCheck> {
   try {
-    await request("/api/status");
+    const session = await getJson<SessionInfo>("/api/session");
+    if (session.scope === "read") learnedReadOnly();
+    else forgetReadOnly();
     return "ok";
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
@@ -99,8 +106,8 @@ export async function checkAuth(): Promise<AuthCheck> {
   }
 }
 
-// No endpoint says a token's scope: the page offers admin controls (cancel) until the
-// master answers one of them 403 (a token of scope read), then hides them for this token.
+// The page offers admin controls (cancel) unless GET /api/session said the token's scope
+// is read (or the master answered one of them 403): then it hides them for this token.
 const READ_ONLY_KEY = "cloudai.dashboard.read-only";
 
 export function mayAdmin(): boolean {
@@ -113,6 +120,14 @@ export function mayAdmin(): boolean {
 
 export function learnedReadOnly(): void {
   localStorage.setItem(READ_ONLY_KEY, getToken() ?? "");
+}
+
+function forgetReadOnly(): void {
+  try {
+    localStorage.removeItem(READ_ONLY_KEY);
+  } catch {
+    // storage refused: the controls stay offered, the master still decides
+  }
 }
 
 export function streamUrl(path: string): string {

@@ -339,6 +339,18 @@ class TaskLogs(Response):
     time: float = Field(description="Unix seconds when the master answered")
 
 
+class SessionInfo(Response):
+    """What the caller of the API may do (``GET /api/session``)."""
+
+    secured: bool = Field(description="the master requires API tokens (false: --insecure)")
+    scope: Scope | None = Field(
+        default=None,
+        description="the scope of the token the call carried: read or admin (null on a "
+        "master run with --insecure, where the historic rule applies: reads open, "
+        "changes from loopback or with CLOUDAI_ADMIN_TOKEN)",
+    )
+
+
 class ClusterSummary(Response):
     workers: int = Field(description="workers in the registry")
     workers_reporting: int = Field(description="workers with telemetry since this master started")

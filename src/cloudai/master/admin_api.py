@@ -46,6 +46,7 @@ from cloudai.api.models import (
     JoinResponse,
     JoinTokenInfo,
     JoinTokenRequest,
+    SessionInfo,
     Task,
     TaskFilter,
     TaskLogs,
@@ -66,7 +67,7 @@ from cloudai.master.api_input import (
 )
 from cloudai.master.cluster_admin import AdminError, ClusterAdmin, ErrorKind
 from cloudai.master.history_api import HISTORY_OPERATIONS
-from cloudai.master.http_auth import is_secured, required_scope
+from cloudai.master.http_auth import SCOPE, is_secured, required_scope
 from cloudai.master.openapi import Operation, Param, Reply, build_document
 from cloudai.master.output_api import OUTPUT_OPERATIONS
 from cloudai.security.tokens import Scope, TokenFormatError, check_token_id
@@ -302,6 +303,11 @@ async def status(request: web.Request) -> web.Response:
     return model_response(_admin(request).summary())
 
 
+async def session(request: web.Request) -> web.Response:
+    scope = request.get(SCOPE)
+    return model_response(SessionInfo(secured=is_secured(request.app), scope=scope))
+
+
 async def list_workers(request: web.Request) -> web.Response:
     return list_response(_WORKERS, _admin(request).list_workers())
 
@@ -448,6 +454,14 @@ CORE_OPERATIONS: tuple[Operation, ...] = (
         "This document",
         {200: Reply("The OpenAPI 3.1 document", dict[str, Any])},
         handler=openapi,
+    ),
+    Operation(
+        "GET",
+        "/api/session",
+        "session",
+        "What the caller may do: the scope of the API token it gave",
+        {200: Reply("Whether tokens are required, and the scope of this call's", SessionInfo)},
+        handler=session,
     ),
     Operation(
         "GET",

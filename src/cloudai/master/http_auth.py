@@ -55,6 +55,8 @@ DASHBOARD_PAGE = "/"
 DASHBOARD_ASSETS = "/assets/"
 """The web dashboard: its page and its built files hold no data (every call the page
 makes asks for a token), so reading them is open."""
+SCOPE = web.RequestKey("cloudai_scope", Scope)
+"""Where the middleware leaves the scope of the caller's token, on the request."""
 TOKEN_QUERY = "token"
 TOKEN_COOKIE = "cloudai_token"
 """Where a WebSocket client may put its token besides the Authorization header."""
@@ -193,6 +195,7 @@ class HttpAuth:
             self._log_failure(peer, request)
             return unauthenticated(BAD_TOKEN)
         self.limiter.succeeded(peer)
+        request[SCOPE] = scope
         if decide(request.method, path, scope) is Verdict.FORBIDDEN:
             return error_response(403, NEEDS_ADMIN)
         return None
