@@ -63,13 +63,16 @@ async def test_batches_are_written_by_a_child_that_comes_back_after_a_kill(
 ) -> None:
     recorder = HistoryProcess(store, url, HistoryConfig(flush_interval=0.2))
     await recorder.start()
-    first = recorder.writer_pid
-    assert first is not None and first != os.getpid()
+    assert recorder.writer_pid is None  # started by the first batch, not before
+    assert await recorder.flush()  # nothing to write: no child needed
+    assert recorder.writer_pid is None
     now = time.time()
     try:
         for i in range(5):
             recorder.on_telemetry(beat("w1", now - 25 + 5 * i, float(i)), TelemetryEvent.UPDATE)
         assert await recorder.flush()
+        first = recorder.writer_pid
+        assert first is not None and first != os.getpid()
         assert count(store, "history_raw") == 5
         stats = recorder.current_stats()
         assert (stats.samples, stats.written, stats.writer_restarts) == (5, 5, 0)
