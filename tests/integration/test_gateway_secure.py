@@ -69,6 +69,21 @@ async def test_workers_reach_a_secure_master_through_a_secure_gateway(
     assert (tls_dir / "gateway.key").stat().st_mode & 0o077 == 0
     # The gateway's own role: workers take it as their server, never as their master.
     assert identity(load_cert((tls_dir / "gateway.pem").read_bytes())) == ("gateway", "g1")
+    # Another gateway's certificate (g1's, run as g2): one line, exit 1, nothing served.
+    wrong = await asyncio.to_thread(
+        subprocess.run,
+        cloudai_command(
+            "gateway", "--id", "g2", "--bus", auth_bus.url, "--bus-nkey", str(nkey["gateway"]),
+            "--host", "127.0.0.1", "--grpc-port", "0", "--tls-dir", str(tls_dir),
+        ),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert wrong.returncode == 1, wrong
+    assert "gateway.pem is gateway 'g1''s certificate" in wrong.stderr, wrong.stderr
+    assert "Traceback" not in wrong.stderr
     gateway = start_process(
         ["gateway", "--id", "g1", "--bus", auth_bus.url, "--bus-nkey", str(nkey["gateway"]),
          "--host", "127.0.0.1", "--grpc-port", "0", "--tls-dir", str(tls_dir)],

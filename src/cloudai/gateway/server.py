@@ -52,6 +52,7 @@ from cloudai.master.ws_hub import TelemetryHub
 from cloudai.proto import pb
 from cloudai.proto.options import grpc_server_options
 from cloudai.proto.tolerant import add_master_rpcs
+from cloudai.security import pki
 from cloudai.telemetry.manager import TelemetryManager
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,30 @@ def gateway_server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
     return options
 
 
-def server_credentials(tls_dir: Path) -> grpc.ServerCredentials:
+def check_gateway_certificate(cert_pem: bytes, gateway_id: str) -> None:
+    """``PkiError`` (one line) unless ``cert_pem`` is this gateway's own certificate: the
+    gateway role (never the master's: a gateway must not hold a key that may call
+    workers) and this gateway's id."""
+    role, cert_id = pki.identity(pki.load_cert(cert_pem))
+    issue = f"issue one with `cloudai gateway --issue-tls-dir DIR --id {gateway_id}`"
+    if role != "gateway":
+        raise pki.PkiError(
+            f"gateway.pem is not a gateway's certificate (its role: {role}); {issue}"
+        )
+    if cert_id != gateway_id:
+        raise pki.PkiError(
+            f"gateway.pem is gateway {cert_id!r}'s certificate, and this is gateway "
+            f"{gateway_id!r} (--id); {issue}"
+        )
+
+
+def server_credentials(tls_dir: Path, gateway_id: str) -> grpc.ServerCredentials:
     """Mutual TLS: the gateway's certificate (the gRPC name workers check), and workers
     must show a certificate of the cluster CA (who each is, the master checks per call)."""
+    cert_pem = (tls_dir / "gateway.pem").read_bytes()
+    check_gateway_certificate(cert_pem, gateway_id)
     return grpc.ssl_server_credentials(
-        [((tls_dir / "gateway.key").read_bytes(), (tls_dir / "gateway.pem").read_bytes())],
+        [((tls_dir / "gateway.key").read_bytes(), cert_pem)],
         root_certificates=(tls_dir / "ca.pem").read_bytes(),
         require_client_auth=True,
     )
@@ -271,7 +291,8 @@ class GatewayServer:
             if settings.insecure or settings.tls_dir is None:
                 port = server.add_insecure_port(address)
             else:
-                port = server.add_secure_port(address, server_credentials(settings.tls_dir))
+                credentials = server_credentials(settings.tls_dir, settings.gateway_id)
+                port = server.add_secure_port(address, credentials)
         except RuntimeError:
             port = 0
         if not port:
@@ -303,7 +324,7 @@ def run_gateway(settings: GatewaySettings, *, ready_file: Path | None = None) ->
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         try:
             runner.run(_serve(settings, ready_file))
-        except (OSError, BusUnavailable) as exc:
+        except (OSError, BusUnavailable, pki.PkiError) as exc:
             log.error("cannot start the gateway: %s", exc)
             return 1
     return 0
