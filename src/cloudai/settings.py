@@ -121,6 +121,15 @@ def _file_source(settings_cls: type[BaseSettings], table: str) -> PydanticBaseSe
     return InitSettingsSource(settings_cls, init_kwargs=values)
 
 
+def _secretless(value: Any) -> Any:
+    """A URL with credentials (``nats://user:password@host``, ``postgresql://...``) as
+    ``scheme://***@host``: an error line never shows a password."""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        scheme, _, rest = value.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return value
+
+
 def describe(exc: ValidationError) -> str:
     """A pydantic error as lines a person reads: ``<field>: <problem> (got <value>)``."""
     lines = []
@@ -130,7 +139,9 @@ def describe(exc: ValidationError) -> str:
         if error["type"] == "extra_forbidden":
             problem = "unknown setting"
         got = error.get("input")
-        shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+        shown = ""
+        if got is not None and not isinstance(got, dict):
+            shown = f" (got {_secretless(got)!r})"
         lines.append(f"{where.replace('_', '-')}: {problem}{shown}")
     return "; ".join(lines)
 

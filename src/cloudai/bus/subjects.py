@@ -81,7 +81,8 @@ def bus_servers(text: str) -> list[str]:
         if "://" not in url:
             url = "nats://" + url
         if not url.startswith(("nats://", "tls://")):
-            raise ValueError(f"a bus address is nats://HOST:PORT or tls://HOST:PORT, got {part!r}")
+            shown = url if "@" not in url else "***@" + url.rpartition("@")[2]  # no password
+            raise ValueError(f"a bus address is nats://HOST:PORT or tls://HOST:PORT, got {shown!r}")
         servers.append(url)
     if not servers:
         raise ValueError("no bus address given")

@@ -17,6 +17,7 @@ from cloudai.addresses import parse_port, split_host_port
 from cloudai.bus.settings import BusClientSettings
 from cloudai.bus.subjects import bus_servers
 from cloudai.settings import CloudAISettings, default_data_root, env_alias
+from cloudai.store.urls import resolve_url
 from cloudai.validation import MAX_MESSAGE_BYTES, InvalidMessage, check_id
 
 
@@ -161,6 +162,13 @@ class MasterSettings(CloudAISettings, BusClientSettings):
     def admin_token_file(self) -> Path:
         """The bootstrap admin token, for the CLI on this machine (mode 0600)."""
         return self.data_dir / "admin.token"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value:  # a scheme the store does not support is one line at start, not later
+            resolve_url(value, Path("."))
+        return value
 
     @field_validator("bus")
     @classmethod

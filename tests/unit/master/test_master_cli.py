@@ -104,3 +104,24 @@ def test_unknown_setting_in_the_file_is_named(
 def test_grpc_server_kind() -> None:
     assert cli.settings_from_args(parse()).grpc_server == "aio"
     assert cli.settings_from_args(parse("--grpc-server", "sync")).grpc_server == "sync"
+
+
+def test_an_unsupported_database_url_is_one_line_without_its_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.run(parse("--no-cli", "--database-url", "mysql://me:s3cret@db/cloudai")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unsupported database URL scheme 'mysql'" in err
+    assert "s3cret" not in err and "mysql://***@db/cloudai" in err
+
+
+def test_a_bad_bus_address_never_shows_its_password() -> None:
+    with pytest.raises(SettingsError) as refused:
+        cli.settings_from_args(parse("--insecure", "--bus", "http://me:s3cret@h:4222"))
+    assert "s3cret" not in str(refused.value) and "h:4222" in str(refused.value)
+
+
+def test_task_output_days() -> None:
+    days = cli.settings_from_args(parse("--task-output-days", "2"))
+    assert days.task_output_retention == 2 * 86_400.0
+    assert MasterSettings().task_output_retention == 30 * 86_400.0
