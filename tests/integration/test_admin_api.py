@@ -212,3 +212,16 @@ async def test_answers_keep_their_shapes(http: aiohttp.ClientSession) -> None:
         assert r.content_type == "application/json"
         doc = await r.json()
     assert doc == openapi_document()
+
+
+async def test_the_newest_tasks_only(http: aiohttp.ClientSession) -> None:
+    async with http.post("/api/workers", json={"worker_id": "away"}, headers=AUTH) as r:
+        assert r.status == 201  # authorised, not connected: its tasks wait for it
+    for task_id in ("t1", "t2", "t3"):
+        body = {"worker_id": "away", "command": "true", "task_id": task_id}
+        async with http.post("/api/tasks", json=body, headers=AUTH) as r:
+            assert r.status == 201, await r.text()
+    async with http.get("/api/tasks", params={"limit": "2"}) as r:
+        assert [t["task_id"] for t in await r.json()] == ["t2", "t3"]
+    async with http.get("/api/tasks", params={"limit": "0"}) as r:
+        assert r.status == 400 and "limit" in await _error(r)

@@ -8,6 +8,8 @@ import { ACTIVE_STATUSES, type Task, cancelButton, taskDuration, tasksTable } fr
 
 const REFRESH_MS = 3000;
 const SHOWN_TASKS = 500;
+// The newest this many are fetched (and filtered here); the master keeps every task.
+const FETCHED_TASKS = 5000;
 const OUTPUT_CHUNK = 65536;
 const OUTPUT_WAIT_S = 10;
 const MAX_LOG_CHARS = 512 * 1024; // the page keeps the last half MiB of a task's output
@@ -60,7 +62,8 @@ export class TasksView {
   private async load(): Promise<void> {
     const status = this.statusSelect.value;
     try {
-      this.tasks = await getJson<Task[]>(status ? `/api/tasks?status=${status}` : "/api/tasks");
+      const query = `limit=${FETCHED_TASKS}${status ? `&status=${status}` : ""}`;
+      this.tasks = await getJson<Task[]>(`/api/tasks?${query}`);
       this.tasks.reverse();
       this.render();
     } catch (error) {

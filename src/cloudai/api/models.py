@@ -275,13 +275,19 @@ class TaskSubmission(Request):
         return self
 
 
+MAX_TASK_LIMIT = 100_000
+
+
 class TaskFilter(BaseModel):
-    """The query of ``GET /api/tasks``: both optional, both exact."""
+    """The query of ``GET /api/tasks``: all optional; status and worker_id exact."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     status: TaskStatus | None = Field(default=None, description="only tasks in this status")
     worker_id: Identifier | None = Field(default=None, description="only tasks of this worker")
+    limit: Annotated[int, Field(ge=1, le=MAX_TASK_LIMIT)] | None = Field(
+        default=None, description="only the newest this many (still listed oldest first)"
+    )
 
 
 class TaskAttempt(Response):

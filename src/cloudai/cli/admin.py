@@ -186,6 +186,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--status", choices=[s.value for s in TaskStatus], help="only tasks with this status"
     )
     p.add_argument("--worker", metavar="WORKER_ID", help="only tasks of this worker")
+    p.add_argument(
+        "--limit", type=int, metavar="N", help="only the newest N tasks (still oldest first)"
+    )
 
     p = add("cancel", "ask a task's worker to cancel it", run_cancel)
     p.add_argument("task_id", metavar="TASK_ID")
@@ -464,7 +467,7 @@ def run_submit(args: argparse.Namespace) -> int:
 def run_tasks(args: argparse.Namespace) -> int:
     return call_api(
         args,
-        lambda c: c.tasks(status=args.status, worker_id=args.worker),
+        lambda c: c.tasks(status=args.status, worker_id=args.worker, limit=args.limit),
         lambda tasks: views.tasks_table(_dumps(tasks), time.time()),
         plain_tasks,
     )

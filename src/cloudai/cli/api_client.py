@@ -330,9 +330,18 @@ class ApiClient:
         return self.call(_TASK, "POST", "/api/tasks", body)
 
     def tasks(
-        self, status: TaskStatus | str | None = None, worker_id: str | None = None
+        self,
+        status: TaskStatus | str | None = None,
+        worker_id: str | None = None,
+        limit: int | None = None,
     ) -> list[Task]:
-        query = {"status": str(status) if status else None, "worker_id": worker_id}
+        """Tasks, oldest first (``limit``: only the newest that many; a master from
+        before it was offered ignores it and answers every task)."""
+        query = {
+            "status": str(status) if status else None,
+            "worker_id": worker_id,
+            "limit": str(limit) if limit is not None else None,
+        }
         return self.call(_TASKS, "GET", "/api/tasks", query=query)
 
     def task(self, task_id: str) -> TaskWithLogs:

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from cloudai.addresses import join_host_port
 from cloudai.api.models import (
+    MAX_TASK_LIMIT,
     ApiTokenInfo,
     ApiTokenRequest,
     ClusterCa,
@@ -328,7 +329,9 @@ async def unregister_worker(request: web.Request) -> web.Response:
 
 async def list_tasks(request: web.Request) -> web.Response:
     query = task_filter(request)
-    tasks = _admin(request).list_tasks(status=query.status, worker_id=query.worker_id)
+    tasks = _admin(request).list_tasks(
+        status=query.status, worker_id=query.worker_id, limit=query.limit
+    )
     return list_response(_TASKS, tasks)
 
 
@@ -521,6 +524,12 @@ CORE_OPERATIONS: tuple[Operation, ...] = (
         params=(
             Param("status", "query", TaskStatus, "only tasks in this status"),
             Param("worker_id", "query", Identifier, "only tasks of this worker"),
+            Param(
+                "limit",
+                "query",
+                Annotated[int, Field(ge=1, le=MAX_TASK_LIMIT)],
+                "only the newest this many (still listed oldest first)",
+            ),
         ),
     ),
     Operation(

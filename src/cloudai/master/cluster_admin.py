@@ -274,10 +274,13 @@ class ClusterAdmin:
             raise _refusal(exc) from None
 
     def list_tasks(
-        self, status: TaskStatus | None = None, worker_id: str | None = None
+        self,
+        status: TaskStatus | None = None,
+        worker_id: str | None = None,
+        limit: int | None = None,
     ) -> list[Task]:
-        """Tasks, oldest first."""
-        tasks = self._tasks.list(status=status, worker_id=worker_id)
+        """Tasks, oldest first (``limit``: the newest that many)."""
+        tasks = self._tasks.list(status=status, worker_id=worker_id, newest=limit)
         tasks.sort(key=lambda task: task.submitted_at)
         return [task_model(task) for task in tasks]
 

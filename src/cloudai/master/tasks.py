@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -674,14 +675,22 @@ class TaskBook:
         return self._require(task_id).copy()
 
     def list(
-        self, status: TaskStatus | None = None, worker_id: str | None = None
+        self,
+        status: TaskStatus | None = None,
+        worker_id: str | None = None,
+        newest: int | None = None,
     ) -> list[TaskState]:
-        return [
-            task.copy()
+        """Copies of the tasks that match (``newest``: only that many, the latest
+        submitted, chosen before anything is copied)."""
+        matching: Iterable[TaskState] = (
+            task
             for task in self._tasks.values()
             if (status is None or task.status == status)
             and (worker_id is None or task.target_worker_id == worker_id)
-        ]
+        )
+        if newest is not None:
+            matching = heapq.nlargest(newest, matching, key=lambda task: task.submitted_at)
+        return [task.copy() for task in matching]
 
     def reserved(self) -> dict[str, tuple[float, float, float, int]]:
         """Per worker: CPU, memory and GPUs its unfinished tasks asked for, and how many."""

@@ -152,6 +152,9 @@ async def test_lists_logs_and_summary(parts: Parts) -> None:
     assert [t.task_id for t in parts.admin.list_tasks()] == ["b", "a", "c"]
     assert [t.task_id for t in parts.admin.list_tasks(status=TaskStatus.SUCCESS)] == ["a"]
     assert parts.admin.list_tasks(worker_id="w2") == []
+    assert [t.task_id for t in parts.admin.list_tasks(limit=2)] == ["a", "c"]  # the newest 2
+    assert [t.task_id for t in parts.admin.list_tasks(limit=9)] == ["b", "a", "c"]
+    assert [t.task_id for t in parts.admin.list_tasks(TaskStatus.ASSIGNED, limit=1)] == ["c"]
     assert parts.admin.task_ids() == ["c", "a", "b"]
     logs = parts.admin.task_logs("a")
     assert (logs.status, logs.logs, logs.exit_code, logs.time) == ("success", "hi\n", 0, 1002.0)
