@@ -77,16 +77,21 @@ async def test_batches_are_written_by_a_child_that_comes_back_after_a_kill(
         stats = recorder.current_stats()
         assert (stats.samples, stats.written, stats.writer_restarts) == (5, 5, 0)
 
+        os.kill(first, signal.SIGINT)  # Ctrl-C in a terminal: the master decides, not it
+        recorder.on_telemetry(beat("w1", now, 5.0), TelemetryEvent.UPDATE)
+        assert await recorder.flush()
+        assert recorder.writer_pid == first and count(store, "history_raw") == 6
+
         os.kill(first, signal.SIGKILL)
 
         async def gone() -> bool:
             return recorder.writer_pid is None
 
         await async_wait_until(gone, 10, "the killed writer gone")
-        recorder.on_telemetry(beat("w1", now + 5, 9.0), TelemetryEvent.UPDATE)
+        recorder.on_telemetry(beat("w1", now + 5, 9.0), TelemetryEvent.UPDATE)  # a new one
         assert await recorder.flush()  # a new child takes the batch
         assert recorder.writer_pid not in (None, first)
-        assert count(store, "history_raw") == 6
+        assert count(store, "history_raw") == 7
         assert recorder.current_stats().writer_restarts == 1
         # The minute of the last heartbeat (5 s from now) cannot have closed yet.
         minutes = count(store, "history_minute")

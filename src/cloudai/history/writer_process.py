@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import signal
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -248,6 +249,9 @@ def serve(
     counters: list[Any],
 ) -> None:
     """The child: a ``HistoryRecorder`` on its own store, fed by the pipe."""
+    # Ctrl-C in a terminal reaches the whole process group: the master decides when this
+    # child stops (``stop`` on the pipe, or the pipe's end when the master is gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s history-writer %(levelname)s %(message)s"
     )
