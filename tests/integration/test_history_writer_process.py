@@ -117,3 +117,26 @@ def test_the_master_writes_in_a_child_unless_told_a_thread(tmp_path: Path) -> No
     assert isinstance(history_recorder(MasterSettings(data_dir=tmp_path), store), HistoryProcess)
     thread = MasterSettings(data_dir=tmp_path, history_writer="thread")
     assert type(history_recorder(thread, store)) is HistoryRecorder
+
+
+async def test_a_writer_that_cannot_start_keeps_the_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await asyncio.to_thread(open_store, None, tmp_path)
+    # A database the child cannot open: it answers with the reason instead of "ready".
+    config = HistoryConfig(flush_interval=3600)
+    recorder = HistoryProcess(store, "mysql://nobody@127.0.0.1/none", config)
+    await recorder.start()
+    try:
+        recorder.on_telemetry(beat("w1", time.time(), 1.0), TelemetryEvent.UPDATE)
+        assert not await recorder.flush()
+        assert recorder.pending == 1  # kept for the next try
+        assert not await recorder.flush()  # the next try is not due: no second start
+        stats = recorder.current_stats()
+        assert (stats.failed_batches, stats.written) == (2, 0)
+        lines = [r.getMessage() for r in caplog.records if "not handed" in r.getMessage()]
+        assert len(lines) == 1 and "could not start" in lines[0], lines
+        assert recorder.writer_pid is None
+    finally:
+        await recorder.stop()
+        store.close()

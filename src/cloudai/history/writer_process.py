@@ -32,6 +32,7 @@ import contextlib
 import logging
 import multiprocessing
 import signal
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 30.0
 """Seconds the master waits for the child to write its last batch at stop."""
+SPAWN_WAIT_MAX = 60.0
+"""Seconds at most between two tries to start a child that could not start."""
 START_TIMEOUT = 60.0
 """Seconds the master waits for a new child to be ready (open the store, rebuild the open
 buckets) before a batch is sent to it."""
@@ -57,6 +60,10 @@ Row = tuple[str, float, tuple[float | None, ...]]
 
 class WriterGone(Exception):
     """The child process is not there to take a batch (it exited or never started)."""
+
+
+class WriterWaiting(WriterGone):
+    """No child yet: the last one could not start, and the next try is not due."""
 
 
 class HistoryProcess(HistoryRecorder):
@@ -76,6 +83,11 @@ class HistoryProcess(HistoryRecorder):
         self._counters: list[Any] = [self._context.Value("q", 0, lock=False) for _ in _COUNTERS]
         self._child: SpawnProcess | None = None
         self._conn: Connection | None = None
+        # One thread at a time talks to the child (a batch, a flush, the stop), so a stop
+        # never overtakes a batch still being handed over.
+        self._pipe_lock = threading.Lock()
+        self._spawn_wait = 0.0  # after a failed start: seconds before the next try
+        self._next_spawn = 0.0  # monotonic time of that try
         self.restarts = 0  # children started after the first one
 
     @property
@@ -87,7 +99,20 @@ class HistoryProcess(HistoryRecorder):
     # -- the child ---------------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        """Start a child and wait until it is ready (in a thread: this blocks)."""
+        """Start a child and wait until it is ready (in a thread: this blocks). After a
+        child that could not start, the next try waits 1 s, doubling up to a minute."""
+        now = time.monotonic()
+        if now < self._next_spawn:  # said once, when the start failed
+            raise WriterWaiting(f"started again in {self._next_spawn - now:.0f} s")
+        try:
+            self._start_child()
+        except WriterGone:
+            self._spawn_wait = min(SPAWN_WAIT_MAX, max(1.0, 2 * self._spawn_wait))
+            self._next_spawn = time.monotonic() + self._spawn_wait
+            raise
+        self._spawn_wait = 0.0
+
+    def _start_child(self) -> None:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=serve,
@@ -113,6 +138,10 @@ class HistoryProcess(HistoryRecorder):
 
     def _send(self, rows: list[Row]) -> None:
         """Hand a batch to the child, starting one first if there is none (blocking)."""
+        with self._pipe_lock:
+            self._send_locked(rows)
+
+    def _send_locked(self, rows: list[Row]) -> None:
         if self._child is None or not self._child.is_alive():
             if self._child is not None:
                 self.restarts += 1
@@ -136,6 +165,11 @@ class HistoryProcess(HistoryRecorder):
 
     def _stop_child(self, rows: list[Row]) -> bool:
         """The last batch, then ``stop``: True once the child wrote everything and exited."""
+        with self._pipe_lock:
+            self._next_spawn = 0.0  # the last batch may start one at once
+            return self._stop_locked(rows)
+
+    def _stop_locked(self, rows: list[Row]) -> bool:
         if self._child is None or not self._child.is_alive():
             if not rows:
                 return True
@@ -176,7 +210,8 @@ class HistoryProcess(HistoryRecorder):
             await asyncio.to_thread(self._send, rows)
         except WriterGone as exc:
             self.stats.failed_batches += 1
-            log.warning("history: a batch was not handed to the writer (kept): %s", exc)
+            if not isinstance(exc, WriterWaiting):
+                log.warning("history: a batch was not handed to the writer (kept): %s", exc)
             self._requeue([Sample(*row) for row in rows])
             return False
         return True
@@ -193,14 +228,15 @@ class HistoryProcess(HistoryRecorder):
         return await asyncio.to_thread(self._ask, "flush")
 
     def _ask(self, what: str) -> bool:
-        conn = self._conn
-        if conn is None:
-            return True  # no child: nothing was ever sent, nothing waits to be written
-        try:
-            conn.send((what, None))
-            return bool(conn.poll(STOP_TIMEOUT) and conn.recv() == f"{what}ed")
-        except (OSError, EOFError, ValueError):
-            return False
+        with self._pipe_lock:
+            conn = self._conn
+            if conn is None:
+                return True  # no child: nothing was ever sent, nothing waits to be written
+            try:
+                conn.send((what, None))
+                return bool(conn.poll(STOP_TIMEOUT) and conn.recv() == f"{what}ed")
+            except (OSError, EOFError, ValueError):
+                return False
 
     async def stop(self) -> None:
         """Stop sending; the child writes the rest and the open buckets, then exits."""
