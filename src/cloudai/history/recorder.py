@@ -198,8 +198,8 @@ class HistoryRecorder:
         await asyncio.to_thread(self.recover, self._clock())
         self._task = asyncio.get_running_loop().create_task(self._run(), name="history-writer")
 
-    async def stop(self) -> None:
-        """Stop writing; write what is buffered and the open buckets (partial)."""
+    async def _detach(self) -> None:
+        """Take no more heartbeats and stop the periodic task (the first step of stop)."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -208,6 +208,10 @@ class HistoryRecorder:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def stop(self) -> None:
+        """Stop writing; write what is buffered and the open buckets (partial)."""
+        await self._detach()
         ok = await asyncio.to_thread(self.flush_now, self._clock(), True)
         if not ok:
             log.warning(

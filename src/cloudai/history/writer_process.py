@@ -28,7 +28,6 @@ The child is started with ``spawn`` when the first batch is sent: a fresh interp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import signal
@@ -240,14 +239,7 @@ class HistoryProcess(HistoryRecorder):
 
     async def stop(self) -> None:
         """Stop sending; the child writes the rest and the open buckets, then exits."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._detach()
         rows = self._take_rows()
         try:
             done = await asyncio.to_thread(self._stop_child, rows)
