@@ -121,9 +121,9 @@ def _file_source(settings_cls: type[BaseSettings], table: str) -> PydanticBaseSe
     return InitSettingsSource(settings_cls, init_kwargs=values)
 
 
-def _secretless(value: Any) -> Any:
+def secretless(value: Any) -> Any:
     """A URL with credentials (``nats://user:password@host``, ``postgresql://...``) as
-    ``scheme://***@host``: an error line never shows a password."""
+    ``scheme://***@host``: an error line never shows a password. Anything else as is."""
     if isinstance(value, str) and "://" in value and "@" in value:
         scheme, _, rest = value.partition("://")
         return f"{scheme}://***@{rest.rpartition('@')[2]}"
@@ -141,7 +141,7 @@ def describe(exc: ValidationError) -> str:
         got = error.get("input")
         shown = ""
         if got is not None and not isinstance(got, dict):
-            shown = f" (got {_secretless(got)!r})"
+            shown = f" (got {secretless(got)!r})"
         lines.append(f"{where.replace('_', '-')}: {problem}{shown}")
     return "; ".join(lines)
 

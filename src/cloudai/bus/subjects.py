@@ -11,6 +11,8 @@ Session events from the master to the gateways: ``<prefix>.sessions``.
 
 from __future__ import annotations
 
+from cloudai.settings import secretless
+
 DEFAULT_PREFIX = "cloudai"
 
 FORWARDED_METHODS = (
@@ -81,8 +83,9 @@ def bus_servers(text: str) -> list[str]:
         if "://" not in url:
             url = "nats://" + url
         if not url.startswith(("nats://", "tls://")):
-            shown = url if "@" not in url else "***@" + url.rpartition("@")[2]  # no password
-            raise ValueError(f"a bus address is nats://HOST:PORT or tls://HOST:PORT, got {shown!r}")
+            raise ValueError(
+                f"a bus address is nats://HOST:PORT or tls://HOST:PORT, got {secretless(url)!r}"
+            )
         servers.append(url)
     if not servers:
         raise ValueError("no bus address given")
