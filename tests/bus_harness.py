@@ -59,6 +59,7 @@ class NatsServer:
     url: str
     log_path: Path
     seeds: dict[str, Path] = field(default_factory=dict)  # user -> NKey seed file (0600)
+    gateway_ids: dict[str, str] = field(default_factory=dict)  # gateway user -> its --id
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -111,6 +112,9 @@ def start_nats_server(workdir: Path, config: str, name: str = "nats") -> NatsSer
 
 AUTH_CONFIG = re.compile(r"```conf\n(# nats-server\.conf.*?)```", re.DOTALL)
 PUBLIC_KEY_MARK = "<{user}'s public NKey, U...>"
+GATEWAY_ID_MARK = "<gateway's id>"
+GATEWAY_ENTRY = re.compile(r'\{ nkey: "<gateway\'s public NKey, U\.\.\.>".*?\} \}', re.DOTALL)
+"""The documented user entry of a gateway: copied for each gateway of a test."""
 
 
 def documented_auth_config() -> str:
@@ -121,27 +125,49 @@ def documented_auth_config() -> str:
     return found.group(1)
 
 
-def start_auth_nats(workdir: Path, users: tuple[str, ...] = ("master", "gateway")) -> NatsServer:
-    """nats-server with the documented users and permissions: a fresh user NKey for each
-    of ``users`` (its seed in ``workdir/<user>.nk``, mode 0600: ``--bus-nkey``)."""
+def _new_user(workdir: Path, user: str) -> tuple[Path, str]:
+    """A fresh user NKey: its seed file ``workdir/<user>.nk`` (mode 0600) and public key."""
     import nkeys
 
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    path = workdir / f"{user}.nk"
+    workdir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(seed + b"\n")
+    return path, public
+
+
+def start_auth_nats(workdir: Path, gateways: dict[str, str] | None = None) -> NatsServer:
+    """nats-server with the documented users and permissions: a fresh user NKey (its seed
+    in ``workdir/<user>.nk``, mode 0600: ``--bus-nkey``) for the master and for each of
+    ``gateways`` (user -> gateway id, by default ``{"gateway": "g1"}``), each gateway with
+    the documented entry, its key and its id (a ``.`` written ``%2E``, as the docs say)."""
+    from cloudai.bus.subjects import escape_token
+
+    gateways = {"gateway": "g1"} if gateways is None else gateways
     config = documented_auth_config()
     seeds = {}
-    for user in users:
-        seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-        public = nkeys.from_seed(bytearray(seed)).public_key.decode()
-        mark = PUBLIC_KEY_MARK.format(user=user)
-        assert mark in config, f"the documented config has no place for {mark}"
-        config = config.replace(mark, public)
-        path = workdir / f"{user}.nk"
-        workdir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(seed + b"\n")
-        seeds[user] = path
+    seeds["master"], public = _new_user(workdir, "master")
+    mark = PUBLIC_KEY_MARK.format(user="master")
+    assert mark in config, f"the documented config has no place for {mark}"
+    config = config.replace(mark, public)
+    entry = GATEWAY_ENTRY.search(config)
+    assert entry, "the documented config has no gateway entry"
+    assert GATEWAY_ID_MARK in entry.group(0), f"its gateway entry has no {GATEWAY_ID_MARK}"
+    entries = []
+    for user, gateway_id in gateways.items():
+        seeds[user], public = _new_user(workdir, user)
+        entries.append(
+            entry.group(0)
+            .replace(PUBLIC_KEY_MARK.format(user="gateway"), public)
+            .replace(GATEWAY_ID_MARK, escape_token(gateway_id))
+        )
+    config = config[: entry.start()] + "\n    ".join(entries) + config[entry.end() :]
     server = start_nats_server(workdir, config, "nats-auth")
     server.seeds = seeds
+    server.gateway_ids = dict(gateways)
     return server
 
 

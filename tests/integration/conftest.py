@@ -26,7 +26,7 @@ def prefix() -> str:
 @pytest.fixture
 def auth_bus(tmp_path: Path) -> Iterator[NatsServer]:
     """A nats-server of this test with the users of docs/SCALING.md (an NKey each:
-    master, gateway)."""
+    master, gateway: the gateway with --id g1)."""
     server = start_auth_nats(tmp_path / "nats")
     yield server
     server.close()

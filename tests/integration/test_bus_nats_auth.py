@@ -1,8 +1,9 @@
 """The bus with authentication (docs/SCALING.md, "Identity and security"): a nats-server
 of this test with the users and permissions the docs show, an NKey per user. What the
 master and a gateway do on the bus works with those permissions; what they must not do,
-and a connection without a known credential, is refused by the server. Credentials in a
-``--bus`` URL never reach a log."""
+and a connection without a known credential, is refused by the server: a gateway reads
+the answers to its own calls only (its inbox). Credentials in a ``--bus`` URL never reach
+a log."""
 
 from __future__ import annotations
 
@@ -35,8 +36,13 @@ def server(tmp_path: Path) -> Iterator[NatsServer]:
     started.close()
 
 
-def bus(server: NatsServer, user: str, name: str = "") -> NatsBus:
-    return NatsBus([server.url], name=name or f"test-{user}", nkey=server.seeds[user])
+def bus(server: NatsServer, user: str, name: str = "", gateway_id: str = "") -> NatsBus:
+    """``user``'s connection; a gateway's with its inbox (``gateway_id``: as another id)."""
+    gateway_id = gateway_id or server.gateway_ids.get(user, "")
+    inbox = SUBJECTS.gateway_inbox(gateway_id) if gateway_id else None
+    return NatsBus(
+        [server.url], name=name or f"test-{user}", nkey=server.seeds[user], inbox_prefix=inbox
+    )
 
 
 class Inbox:
@@ -62,7 +68,8 @@ async def test_the_documented_permissions_carry_the_traffic_and_refuse_the_rest(
         await each.connect()
     assert "bus: connected (nats://127.0.0.1:" in caplog.text
     try:
-        # The master answers calls (request/reply through _INBOX) and takes telemetry.
+        # The master answers calls (request/reply through the gateway's inbox) and takes
+        # telemetry.
         async def answer(msg: Delivery) -> None:
             await master.publish(msg.reply, b"answer to " + msg.data)
 
@@ -104,6 +111,74 @@ async def test_the_documented_permissions_carry_the_traffic_and_refuse_the_rest(
         ), violations
     finally:
         for each in (master, gateway, dashboards):
+            await each.close()
+
+
+@pytest.fixture
+def two_gateways(tmp_path: Path) -> Iterator[NatsServer]:
+    started = start_auth_nats(
+        tmp_path / "nats", {"gateway-a": "g1", "gateway-b": "gw-b.example.com"}
+    )
+    yield started
+    started.close()
+
+
+async def test_a_gateway_reads_the_answers_to_its_own_calls_only(
+    two_gateways: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cloudai.bus.nats_bus")
+    server = two_gateways
+    b_inbox = SUBJECTS.gateway_inbox("gw-b.example.com")
+    assert b_inbox == "_INBOX.cloudai.gw.gw-b%2Eexample%2Ecom"
+    master, a, b = bus(server, "master"), bus(server, "gateway-a"), bus(server, "gateway-b")
+    # Gateway A's user, listening for what it may not read.
+    spy = bus(server, "gateway-a", "test-spy")
+    # Gateway A's user, run with B's id (and so B's inbox), and with NATS's own inbox.
+    as_b = bus(server, "gateway-a", "test-as-b", gateway_id="gw-b.example.com")
+    plain = NatsBus([server.url], name="test-plain", nkey=server.seeds["gateway-a"])
+    every = (master, a, b, spy, as_b, plain)
+    for each in every:
+        await each.connect()
+    try:
+
+        async def answer(msg: Delivery) -> None:
+            await master.publish(msg.reply, b"answer to " + msg.data)
+
+        await master.subscribe(SUBJECTS.rpc("Session"), answer, queue=MASTER_QUEUE)
+        await master.flush()
+        seen = Inbox()
+        await spy.subscribe(f"{b_inbox}.>", seen.put)
+        await async_wait_until(lambda: spy.refused == 1, 5, "B's inbox refused to A's user")
+        await spy.subscribe("_INBOX.>", seen.put)
+        await async_wait_until(lambda: spy.refused == 2, 5, "_INBOX.> refused to A's user")
+
+        assert await a.request(SUBJECTS.rpc("Session"), b"from a", timeout=5) == b"answer to from a"
+        assert await b.request(SUBJECTS.rpc("Session"), b"from b", timeout=5) == b"answer to from b"
+        await spy.flush()
+        assert seen.data == []
+        assert master.refused == a.refused == b.refused == 0
+        violations = [
+            r.getMessage().lower() for r in caplog.records if r.levelno == logging.WARNING
+        ]
+        assert any(
+            f'permissions violation for subscription to "{b_inbox}.>"'.lower() in m
+            for m in violations
+        ), violations
+        assert any(
+            'permissions violation for subscription to "_inbox.>"' in m for m in violations
+        ), violations
+
+        # A gateway whose user is not its id's (or a client on NATS's inbox) gets no
+        # answer: the server refuses its inbox, and its error line says so.
+        for wrong, inbox in ((as_b, b_inbox), (plain, "_INBOX")):
+            with pytest.raises(BusUnavailable) as refused:
+                await wrong.request(SUBJECTS.rpc("Session"), b"lost", timeout=2)
+            assert str(refused.value) == (
+                f"no answer on the bus: it refused this process's subscription to {inbox}.> "
+                "(its NATS user's permissions, docs/SCALING.md)"
+            )
+    finally:
+        for each in every:
             await each.close()
 
 

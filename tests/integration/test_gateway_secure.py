@@ -105,6 +105,8 @@ async def test_workers_reach_a_secure_master_through_a_secure_gateway(
 
     wait_until(lambda: active("w1") and active("w2"), 30, "w1 and w2 active through the gateway")
     assert "gateway g1 for" in master.log()
+    # The registrations' answers came on g1's own inbox, the one its NATS user may read.
+    assert "the master's answers to this gateway arrive on _INBOX.cloudai.gw.g1.>" in gateway.log()
 
     # w2's certificate, acting for w1 through the gateway: the master's rule refuses it.
     options = [("grpc.ssl_target_name_override", MASTER_DNS)]

@@ -1,4 +1,5 @@
-"""``Bus`` on NATS (nats-py): core NATS subjects, request/reply with NATS's inbox.
+"""``Bus`` on NATS (nats-py): core NATS subjects, request/reply with NATS's inbox
+(``_INBOX``, or a prefix of this process's own: ``inbox_prefix``, a gateway's).
 
 Reconnects by itself (every 0.5 s, forever) and says so in one line per state change;
 while disconnected, publishes are buffered (up to ``pending_bytes``) and flushed on
@@ -6,7 +7,8 @@ reconnect. Authentication (docs/SCALING.md, ``cloudai.bus.auth``): an NKey seed 
 (``nkey``), a credentials file (``creds``: JWT and seed, as ``nsc`` writes it), or a user
 and password or a token in the URLs; TLS with a CA (``tls_ca``), optionally a client
 certificate. URLs are logged without their password. What the server refuses (a subject
-this user may not use) is logged, at most once per power of two of such errors.
+this user may not use) is logged, at most once per power of two of such errors; a call
+whose answers this user may not subscribe to says so in its error line.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class NatsBus:
         tls_key: Path | None = None,
         connect_timeout: float = 2.0,
         pending_bytes: int = 8 * 1024 * 1024,
+        inbox_prefix: str | None = None,
     ) -> None:
         self.servers = servers
         self.name = name
@@ -57,6 +60,8 @@ class NatsBus:
         self._tls_ca, self._tls_cert, self._tls_key = tls_ca, tls_cert, tls_key
         self._connect_timeout = connect_timeout
         self._pending_bytes = pending_bytes
+        self.inbox_prefix = inbox_prefix  # None: NATS's _INBOX
+        self._inbox_refused = False  # the server refused the subscription to our answers
         self._nc: Client | None = None
         self._closing = False
         self.disconnects = 0
@@ -66,8 +71,11 @@ class NatsBus:
         self._auth_refused = False  # an attempt of the current connect() was refused
 
     @classmethod
-    def from_settings(cls, settings: BusClientSettings, name: str) -> NatsBus:
-        """The bus of a master's or a gateway's settings (``bus`` set)."""
+    def from_settings(
+        cls, settings: BusClientSettings, name: str, inbox_prefix: str | None = None
+    ) -> NatsBus:
+        """The bus of a master's or a gateway's settings (``bus`` set); ``inbox_prefix``:
+        where the answers to this process's requests arrive (None: NATS's ``_INBOX``)."""
         if not settings.bus:
             raise ValueError("no bus address given")
         return cls(
@@ -76,6 +84,7 @@ class NatsBus:
             creds=settings.bus_creds,
             nkey=settings.bus_nkey,
             tls_ca=settings.bus_tls_ca,
+            inbox_prefix=inbox_prefix,
         )
 
     @property
@@ -105,6 +114,8 @@ class NatsBus:
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
         }
+        if self.inbox_prefix is not None:
+            options["inbox_prefix"] = self.inbox_prefix
         if self._creds is not None:
             options["user_credentials"] = str(self._creds)
         if self._nkey is not None:
@@ -150,6 +161,12 @@ class NatsBus:
         except NoRespondersError:
             raise BusUnavailable("nobody answers on the bus (is the master connected?)") from None
         except NatsTimeout:
+            if self._inbox_refused:
+                raise BusUnavailable(
+                    f"no answer on the bus: it refused this process's subscription to "
+                    f"{self.inbox_prefix or '_INBOX'}.> (its NATS user's permissions, "
+                    "docs/SCALING.md)"
+                ) from None
             raise BusUnavailable(f"no answer on the bus within {timeout:g} s") from None
         except NatsError as exc:
             raise BusUnavailable(f"bus request failed: {exc}") from None
@@ -180,7 +197,11 @@ class NatsBus:
         self._last_error = exc
         if _authorization_refused(exc):
             self._auth_refused = True
-        if "permissions violation" in str(exc).lower():
+        text = str(exc).lower()
+        if "permissions violation" in text:
+            inbox = f'subscription to "{self.inbox_prefix or "_INBOX"}.'.lower()
+            if inbox in text:
+                self._inbox_refused = True
             self.refused += 1
             if self.refused & (self.refused - 1) == 0:  # 1, 2, 4, 8...: a bounded log
                 log.warning("bus: the server refused: %s (%d so far)", exc, self.refused)

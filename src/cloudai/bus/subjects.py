@@ -7,6 +7,9 @@ exactly one token and the mapping is reversible.
 
 Calls a gateway forwards to the master: ``<prefix>.rpc.<Method>`` (request/reply).
 Session events from the master to the gateways: ``<prefix>.sessions``.
+The master's answers to a gateway's calls: ``_INBOX.<prefix>.gw.<gateway>.>``, one inbox
+subtree per gateway (its id escaped as a worker's), so that NATS can let each gateway's
+user read its own answers only.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ FORWARDED_METHODS = (
 """What a gateway asks the master: three worker RPCs, ``Session`` (does this worker,
 with this certificate, hold a session?), asked once per worker a gateway has not seen,
 and ``ApiTokens`` (the API tokens' records, for a gateway that checks tokens itself)."""
+
+INBOX_ROOT = "_INBOX"
+"""NATS's inbox root: the master publishes its answers to whatever reply subject a call
+names, so its user may publish on ``_INBOX.>``."""
 
 MASTER_QUEUE = "cloudai-master"
 """The queue group the master answers calls in (one answer per call)."""
@@ -70,6 +77,13 @@ class Subjects:
         if method not in FORWARDED_METHODS:
             raise ValueError(f"{method} is not forwarded over the bus")
         return f"{self.prefix}.rpc.{method}"
+
+    def gateway_inbox(self, gateway_id: str) -> str:
+        """The inbox prefix of gateway ``gateway_id``: the master's answers to its calls
+        arrive under ``<this>.>``, and only there (docs/SCALING.md's permissions)."""
+        if not gateway_id or any(c in gateway_id for c in " \t*>"):
+            raise ValueError(f"bad gateway id {gateway_id!r} for a bus subject")
+        return f"{INBOX_ROOT}.{self.prefix}.gw.{escape_token(gateway_id)}"
 
 
 def bus_servers(text: str) -> list[str]:

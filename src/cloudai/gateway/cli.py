@@ -35,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser("gateway", help=SUMMARY, description=DESCRIPTION)
     p.add_argument(
         "--id",
-        help="this gateway's name in logs and, with --issue-tls-dir, in its certificate "
-        "(default: the host name)",
+        help="this gateway's name in logs, in its inbox on the bus (_INBOX.<prefix>.gw.<id>: "
+        "its NATS user may subscribe there, docs/SCALING.md) and, with --issue-tls-dir, in its "
+        "certificate (default: the host name)",
     )
     p.add_argument(
         "--bus",

@@ -3,8 +3,9 @@ stops them in reverse; ``run_gateway`` owns the process (uvloop, signals, ready 
 
 Stages::
 
-    bus         connect to NATS; session events from the master (forget / reset /
-                removed / tokens)
+    bus         connect to NATS, with this gateway's own inbox (the master's answers to
+                its calls: _INBOX.<prefix>.gw.<id>.>); session events from the master
+                (forget / reset / removed / tokens)
     telemetry   with --ws-port: a TelemetryManager fed by every worker's heartbeats from
                 the bus, the master's TelemetryHub and HTTP app on it (/ws/telemetry,
                 /health): the same code, so the same JSON contract as the master. In
@@ -128,8 +129,13 @@ class GatewayServer:
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> GatewayServer:
-        bus = NatsBus.from_settings(settings, name=f"cloudai-gateway-{settings.gateway_id}")
-        return cls(settings, bus, Subjects(settings.bus_prefix))
+        subjects = Subjects(settings.bus_prefix)
+        bus = NatsBus.from_settings(
+            settings,
+            name=f"cloudai-gateway-{settings.gateway_id}",
+            inbox_prefix=subjects.gateway_inbox(settings.gateway_id),
+        )
+        return cls(settings, bus, subjects)
 
     def stages(self) -> list[Stage]:
         return [
@@ -159,6 +165,10 @@ class GatewayServer:
 
     async def _start_bus(self) -> None:
         await self.bus.connect()
+        log.info(
+            "bus: the master's answers to this gateway arrive on %s.>",
+            self.subjects.gateway_inbox(self.settings.gateway_id),
+        )
         self.service = GatewayService(
             self.settings.gateway_id,
             self.bus,

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cloudai.bus.settings import BusClientSettings
 from cloudai.bus.subjects import bus_servers
+from cloudai.identifiers import check_id
 from cloudai.settings import CloudAISettings
 from cloudai.validation import MAX_MESSAGE_BYTES
 
@@ -21,6 +22,7 @@ class GatewaySettings(CloudAISettings, BusClientSettings):
     config_table: ClassVar[str] = "gateway"
     bus_process: ClassVar[str] = "a secure gateway"
 
+    # Its certificate's id and its inbox on the bus (_INBOX.<bus_prefix>.gw.<id>).
     gateway_id: str = Field(default_factory=socket.gethostname)
     # Secure mode: a credential for NATS (bus_nkey, bus_creds, or user/token in the URL;
     # the other bus_* settings: cloudai.bus.settings).
@@ -46,6 +48,11 @@ class GatewaySettings(CloudAISettings, BusClientSettings):
     # gateway.pem and gateway.key (docs/SCALING.md, "Security").
     insecure: bool = False
     tls_dir: Path | None = None
+
+    @field_validator("gateway_id")
+    @classmethod
+    def _check_gateway_id(cls, value: str) -> str:
+        return check_id("gateway id", value)
 
     @field_validator("bus")
     @classmethod

@@ -12,6 +12,7 @@ import pytest
 from cloudai.bus.auth import redact_url, shown_servers, url_has_credentials
 from cloudai.bus.nats_bus import NatsBus
 from cloudai.gateway import cli as gateway_cli
+from cloudai.gateway.server import GatewayServer
 from cloudai.gateway.settings import GatewaySettings
 from cloudai.master import cli as master_cli
 from cloudai.master.settings import MasterSettings
@@ -136,6 +137,21 @@ def test_the_bus_is_built_with_the_credential(tmp_path: Path) -> None:
     bus = NatsBus.from_settings(settings, name="g1")
     assert bus.servers == ["nats://h1:4222", "nats://h2:4222"]
     assert bus._nkey == seed and bus._creds is None
+    assert bus.inbox_prefix is None  # NATS's _INBOX: the master's
+
+
+def test_a_gateway_asks_on_its_own_inbox() -> None:
+    settings = GatewaySettings.load(gateway_id="gw-2.example", insecure=True, bus_prefix="prod")
+    server = GatewayServer.from_settings(settings)
+    assert isinstance(server.bus, NatsBus)
+    assert server.bus.inbox_prefix == "_INBOX.prod.gw.gw-2%2Eexample"
+
+
+@pytest.mark.parametrize("gateway_id", ["", "bad id", "g>", "-g"])
+def test_a_gateway_id_that_breaks_the_id_rule_is_one_line(gateway_id: str) -> None:
+    with pytest.raises(SettingsError, match="gateway id") as refused:
+        GatewaySettings.load(gateway_id=gateway_id, insecure=True)
+    assert "\n" not in str(refused.value)
 
 
 @pytest.mark.parametrize(

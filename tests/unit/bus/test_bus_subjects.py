@@ -53,3 +53,29 @@ def test_bus_addresses() -> None:
     for bad in ("", " , ", "http://x:1"):
         with pytest.raises(ValueError):
             bus_servers(bad)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "gateway_id", "inbox"),
+    [
+        ("cloudai", "g1", "_INBOX.cloudai.gw.g1"),
+        ("prod", "gw-1.example.com", "_INBOX.prod.gw.gw-1%2Eexample%2Ecom"),
+        ("cloudai", "gw:1@rack_2", "_INBOX.cloudai.gw.gw:1@rack_2"),
+    ],
+)
+def test_each_gateway_has_an_inbox_of_its_own(prefix: str, gateway_id: str, inbox: str) -> None:
+    assert Subjects(prefix).gateway_inbox(gateway_id) == inbox
+
+
+def test_distinct_gateways_never_share_an_inbox() -> None:
+    subjects = Subjects()
+    inboxes = [subjects.gateway_inbox(i) for i in ("a.b", "a", "a-b", "a.b.c")]
+    assert len(set(inboxes)) == len(inboxes)
+    # One token each below <prefix>.gw: the permission <inbox>.> covers that gateway only.
+    assert all(i.count(".") == 3 for i in inboxes)
+
+
+@pytest.mark.parametrize("gateway_id", ["", "a b", "g>", "g*"])
+def test_a_gateway_id_that_is_no_subject_token_is_refused(gateway_id: str) -> None:
+    with pytest.raises(ValueError, match="gateway id"):
+        Subjects().gateway_inbox(gateway_id)
