@@ -8,9 +8,17 @@ import aiohttp
 import grpc
 import pytest
 
+from cloudai.cli.api_client import ApiClient
+from cloudai.master.persistence import UNCONFIRMED
 from cloudai.proto import pb, rpc
 from cloudai.store import open_store
-from tests.harness import async_wait_until, start_master, start_worker
+from tests.harness import async_wait_until, start_master, start_worker, wait_until
+
+WORKER_COMES_BACK = {  # a worker re-registers within about a second of a master's restart
+    "CLOUDAI_BACKOFF_INITIAL": "0.1",
+    "CLOUDAI_HEARTBEAT_BACKOFF_MAX": "0.5",
+    "CLOUDAI_REGISTER_BACKOFF_MAX": "0.5",
+}
 
 
 def master_args(database_url: str | None) -> list[str]:
@@ -100,4 +108,49 @@ async def test_tasks_and_results_survive_restart(tmp_path: Path, database_url: s
         assert after["exit_code"] == 4 and "persisted" in after["logs"]
         assert after["finished_at"] == pytest.approx(before["finished_at"], abs=1e-3)
     finally:
+        master.kill()
+
+
+def test_a_retry_waiting_at_a_restart_runs_after_it(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """Killed while a task waits for its second attempt (the back-off runs): the
+    restarted master hands that attempt to the worker when the back-off ends, and it
+    runs; it is not taken for an assignment the worker may have, nor called lost."""
+    marker = tmp_path / "first-run"
+    command = f"if [ -e {marker} ]; then echo second run; else touch {marker}; exit 3; fi"
+    args = ["--allow-worker", "w1", *master_args(database_url)]
+    master = start_master(tmp_path, *args, CLOUDAI_TASK_RETRY_DELAY="5")
+    ports = ["--grpc-port", str(master.ready["grpc_port"])]
+    ports += ["--http-port", str(master.ready["http_port"])]
+    worker = start_worker(
+        tmp_path, "w1", "--interval", "0.3", master=master.extra["grpc"], **WORKER_COMES_BACK
+    )
+    try:
+        api = ApiClient(master.extra["http"])
+        wait_until(lambda: api.worker("w1").registered, 20, "w1 registered")
+        api.submit("w1", command=command, task_id="t-retry", retries=1)
+
+        def waiting() -> bool:
+            task = api.task("t-retry")
+            return task.status == "queued" and task.attempt == 2
+
+        wait_until(waiting, 20, "the first attempt to fail")
+        master.kill()  # SIGKILL, within the 5 s back-off
+        with open_store(database_url, tmp_path / "data") as store:
+            record = store.get_task("t-retry")
+        assert record is not None and (record.status, record.attempt) == ("queued", 2)
+        assert record.retry_at is not None, "attempt 2 was handed over before the kill"
+
+        master = start_master(tmp_path, *args, *ports, name="master2")
+        api = ApiClient(master.extra["http"])
+        task = api.task("t-retry")
+        assert task.status == "queued" and task.message != UNCONFIRMED, task
+        wait_until(lambda: api.task("t-retry").finished_at, 30, "the second attempt to end")
+        task = api.task("t-retry")
+        assert (task.status, task.attempt, task.exit_code) == ("success", 2, 0), task
+        assert [(a.attempt, a.status, a.exit_code) for a in task.attempts] == [(1, "failure", 3)]
+        assert api.logs("t-retry").logs.startswith("second run\n")
+    finally:
+        worker.kill()
         master.kill()

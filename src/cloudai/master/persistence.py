@@ -17,7 +17,10 @@ At start-up the registry and the tasks are loaded, so pre-registered workers can
 after a restart without the admin. A task stored as "queued" was stored before its
 AssignTask and the master stopped before the outcome was stored: the worker may or may
 not have it. It stays "queued" with a message saying so; the worker's heartbeat
-("running") or result settles it.
+("running") or result settles it. Two "queued" tasks no worker can have are not such:
+one waiting for its worker to connect (its message says so), and one waiting for its
+next attempt (its ``retry_at`` is set; it is cleared, and committed, before that attempt
+is handed over). The task book hands those over after the restart.
 """
 
 from __future__ import annotations
@@ -153,7 +156,14 @@ def task_record(task: TaskState) -> TaskRecord:
         max_retries=task.max_retries,
         attempt=task.attempt,
         any_worker=task.any_worker,
+        retry_at=stored_retry_at(task),
     )
+
+
+def stored_retry_at(task: TaskState) -> datetime | None:
+    """When the task's next attempt is due, while it waits for it (only a "queued" task
+    does)."""
+    return to_datetime(task.retry_at) if task.status is TaskStatus.QUEUED else None
 
 
 def attempt_record(task_id: str, ended: FinishedAttempt) -> AttemptRecord:
@@ -207,6 +217,7 @@ def task_state(
         max_retries=record.max_retries,
         attempt=record.attempt,
         any_worker=record.any_worker,
+        retry_at=to_timestamp(record.retry_at) if record.status == TaskStatus.QUEUED else None,
         attempts=tuple(finished_attempt(attempt) for attempt in attempts),
     )
     if result is not None:
@@ -266,6 +277,7 @@ def task_operation(change: TaskChange) -> Callable[[Store], None]:
             attempt=record.attempt,
             new_attempt=ended is not None,
             target_worker_id=record.target_worker_id,
+            retry_at=record.retry_at,
         ):
             raise NotFoundError(f"no task {record.task_id!r} to update")
         if ended is not None:
@@ -336,7 +348,9 @@ class MasterPersistence:
 
     async def load(self, registry: WorkerRegistry, tasks: TaskBook) -> tuple[int, int]:
         """Restore workers and tasks; returns how many of each. Tasks stored as "queued"
-        (their AssignTask outcome never stored) get the UNCONFIRMED message."""
+        (their AssignTask outcome never stored) get the UNCONFIRMED message, but not
+        those waiting for their worker or for their next attempt: no worker has them,
+        and the task book hands them over once it starts."""
         workers = await asyncio.to_thread(self.store.list_workers)
         for worker in workers:
             registry.load(worker_entry(worker))
@@ -347,6 +361,7 @@ class MasterPersistence:
             if r.status == TaskStatus.QUEUED
             and r.message != UNCONFIRMED
             and not r.message.startswith(WAITING)  # never sent: its worker was away
+            and r.retry_at is None  # never sent: it waits for its next attempt
         ]
         if unconfirmed:
             await asyncio.to_thread(self._mark_unconfirmed, unconfirmed)

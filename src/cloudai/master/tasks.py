@@ -6,7 +6,9 @@ ReportTaskCompletion -> "success" / "failure" / "cancelled" / "timed_out" with l
 exit code. A task with retries left that fails, times out or is lost runs again: the
 finished attempt is stored as an attempt record, the task goes back to "queued" as its
 next attempt and is handed to its worker again after a back-off (1 s, 2 s, 4 s... at
-most 30 s).
+most 30 s). When that attempt is due is stored with it (``retry_at``), and cleared (and
+committed) before the attempt is handed over: a master restarted meanwhile knows no
+worker has it, and hands it over when its back-off ends.
 
 Write-ahead: what the master answers with success is committed first. Each change is
 handed to the ``TaskJournal`` (the store, through MasterPersistence) and awaited; the
@@ -165,6 +167,7 @@ class TaskState:
     attempt: int = 1  # the current run; 1 for the first
     attempts: tuple[FinishedAttempt, ...] = ()  # earlier runs, without their logs
     any_worker: bool = False  # placed by the master: each retry is placed again
+    retry_at: float | None = None  # queued for its next attempt, due then; None once handed
 
     def copy(self) -> TaskState:
         return replace(self)
@@ -283,6 +286,7 @@ class TaskBook:
         self._listeners: list[TaskListener] = []
         self._assignment_listeners: list[AssignmentListener] = []
         self._placer: Placer | None = None
+        self._resumed: list[str] = []  # loaded waiting for their next attempt; see start()
 
     def set_placer(self, placer: Placer) -> None:
         """Place each retry of an "any worker" task with ``placer`` (ClusterAdmin's)."""
@@ -302,10 +306,13 @@ class TaskBook:
 
     def load(self, task: TaskState) -> None:
         """A task from the store, at start: one in flight is watched again (its worker must
-        list it or report it), one waiting for its worker waits again."""
+        list it or report it), one waiting for its worker waits again, one waiting for
+        its next attempt is handed over when that is due (once ``start`` is called)."""
         self._tasks[task.task_id] = task.copy()
         now = self._clock()
-        if task.status in (TaskStatus.ASSIGNED, TaskStatus.RUNNING) or (
+        if task.status is TaskStatus.QUEUED and task.retry_at is not None:
+            self._resumed.append(task.task_id)
+        elif task.status in (TaskStatus.ASSIGNED, TaskStatus.RUNNING) or (
             task.status is TaskStatus.QUEUED and not task.message.startswith(WAITING)
         ):
             self._watch.assigned(task.task_id, task.target_worker_id, now)
@@ -394,10 +401,14 @@ class TaskBook:
         return await self._dispatch(task)
 
     async def _dispatch(self, task: TaskState) -> TaskState:
-        """AssignTask to the task's worker; its outcome stored; the task as stored."""
-        task_id, worker_id = task.task_id, task.target_worker_id
+        """AssignTask to the task's worker; its outcome stored; the task as stored. A next
+        attempt is first marked handed over (``retry_at`` cleared), and that committed."""
+        task_id = task.task_id
         self._handing.add(task_id)
         try:
+            if task.retry_at is not None:
+                task = await self._hand_over(task)
+            worker_id = task.target_worker_id
             try:
                 ack = await self._link.assign_task(worker_id, task.to_proto())
             except WorkerUnavailable as exc:
@@ -406,6 +417,35 @@ class TaskBook:
             return await self._assigned(task_id, Assignment(worker_id, ack.success, ack.message))
         finally:
             self._handing.discard(task_id)
+
+    async def _hand_over(self, task: TaskState) -> TaskState:
+        """Store that the next attempt of ``task`` is being handed to its worker, so that a
+        master restarted from now on waits for the worker's word instead of handing it
+        over again. ``TaskError`` when it is not to be sent: the task changed meanwhile
+        (cancelled, or handed over already), or the store could not record it (then
+        it is tried again after a back-off)."""
+        task_id, attempt = task.task_id, task.attempt
+        async with self._exclusive(task_id):
+            current = self._tasks.get(task_id)
+            if (
+                current is None
+                or current.status is not TaskStatus.QUEUED
+                or current.attempt != attempt
+                or current.retry_at is None
+            ):
+                raise TaskError("conflict", f"task {task_id!r} changed meanwhile")
+            handed = current.copy()
+            handed.retry_at = None
+            try:
+                await self._commit(TaskChange(handed))
+            except NotStored as exc:
+                delay = max(1.0, self._backoff(attempt))
+                self._retry_later(task_id, attempt, delay)
+                raise TaskError(
+                    "unavailable",
+                    f"the store could not record it ({exc}); trying again in {delay:g} s",
+                ) from None
+        return handed.copy()
 
     async def _assigned(self, task_id: str, attempt: Assignment) -> TaskState:
         """Store AssignTask's outcome with the task's new status; the task as stored."""
@@ -476,6 +516,7 @@ class TaskBook:
             if task.status is not TaskStatus.QUEUED:
                 raise TaskError("conflict", f"task {task_id} changed meanwhile ({task.status})")
             task.status = TaskStatus.CANCELLED
+            task.retry_at = None
             task.message = f"cancelled before attempt {task.attempt} was handed to its worker"
             task.finished_at = self._clock()
             try:
@@ -542,6 +583,7 @@ class TaskBook:
                 )
                 task.message = result_message(result)
                 task.finished_at = now
+                task.retry_at = None
                 change = TaskChange(task, result=True, result_reason=result.reason)
             try:
                 await self._commit(change)
@@ -575,6 +617,7 @@ class TaskBook:
         task.started_at = task.finished_at = None
         task.exit_code = None
         task.logs, task.logs_truncated, task.result_location = "", False, ""
+        task.retry_at = ended.finished_at + self._backoff(task.attempt)
         task.message = (
             f"attempt {ended.attempt} {ended.status}"
             f"{': ' + ended.message if ended.message else ''}; running it again "
@@ -582,12 +625,19 @@ class TaskBook:
         )
         return TaskChange(task, finished_attempt=ended)
 
+    def _backoff(self, attempt: int) -> float:
+        """Seconds between the end of an attempt and the start of ``attempt``."""
+        return min(MAX_RETRY_DELAY, self._retry_delay * 2 ** (attempt - 2))
+
     def _schedule_retry(self, task: TaskState) -> None:
-        """Hand the next attempt of ``task`` to its worker after the back-off (or, if it is
-        not connected then, when it registers)."""
-        delay = min(MAX_RETRY_DELAY, self._retry_delay * 2 ** (task.attempt - 2))
+        """Hand the next attempt of ``task`` to its worker once its ``retry_at`` is reached
+        (at once if it is past; if its worker is not connected then, when it registers)."""
+        due = task.retry_at if task.retry_at is not None else self._clock()
+        self._retry_later(task.task_id, task.attempt, max(0.0, due - self._clock()))
+
+    def _retry_later(self, task_id: str, attempt: int, delay: float) -> None:
         runner = asyncio.get_running_loop().create_task(
-            self._retry_after(task.task_id, task.attempt, delay), name=f"retry-{task.task_id}"
+            self._retry_after(task_id, attempt, delay), name=f"retry-{task_id}"
         )
         self._dispatching.add(runner)
         runner.add_done_callback(self._dispatching.discard)
@@ -595,15 +645,24 @@ class TaskBook:
     async def _retry_after(self, task_id: str, attempt: int, delay: float) -> None:
         await asyncio.sleep(delay)
         task = self._tasks.get(task_id)
-        if task is None or task.status is not TaskStatus.QUEUED or task.attempt != attempt:
-            return  # cancelled or changed meanwhile
+        if (
+            task is None
+            or task.status is not TaskStatus.QUEUED
+            or task.attempt != attempt
+            or task.retry_at is None
+        ):
+            return  # cancelled, changed or handed over meanwhile
         if task.any_worker:
             task = await self._place_again(task_id, attempt)
             if task is None:
                 return
         if not self._registry.has_session(task.target_worker_id):
-            self._wait_for(task.target_worker_id, task_id, self._clock() + self._offline_wait)
+            if task_id not in self._waiting.get(task.target_worker_id, {}):
+                deadline = self._clock() + self._offline_wait
+                self._wait_for(task.target_worker_id, task_id, deadline)
             return
+        for waiting in self._waiting.values():  # placed on a connected worker: no more waiting
+            waiting.pop(task_id, None)
         try:
             await self._dispatch(task.copy())
         except TaskError as exc:
@@ -616,7 +675,12 @@ class TaskBook:
         stored. None: the task changed meanwhile."""
         async with self._exclusive(task_id):
             task = self._tasks.get(task_id)
-            if task is None or task.status is not TaskStatus.QUEUED or task.attempt != attempt:
+            if (
+                task is None
+                or task.status is not TaskStatus.QUEUED
+                or task.attempt != attempt
+                or task.retry_at is None
+            ):
                 return None
             tried = frozenset(ended.worker_id for ended in task.attempts)
             chosen = self._placer(task, tried) if self._placer is not None else None
@@ -655,6 +719,8 @@ class TaskBook:
             if (
                 task.status in (TaskStatus.QUEUED, TaskStatus.ASSIGNED)
                 and running.task_id not in self._busy
+                # a next attempt not handed over yet: no worker runs it (an earlier one, ended)
+                and task.retry_at is None
             ):
                 task = task.copy()
                 task.status = TaskStatus.RUNNING
@@ -719,15 +785,35 @@ class TaskBook:
         self._waiting.setdefault(worker_id, {})[task_id] = deadline
 
     def worker_registered(self, worker_id: str) -> None:
-        """The worker (re)registered: hand it the tasks that wait for it, in order."""
-        waiting = self._waiting.pop(worker_id, None)
-        if not waiting:
+        """The worker (re)registered: hand it the tasks that wait for it, in order. The
+        next attempts of "any worker" tasks that wait for a worker (this one or another
+        that is away) are placed again now, as when their back-off ended."""
+        waiting = list(self._waiting.pop(worker_id, {}))
+        placed = [
+            task_id
+            for task_id in (*waiting, *(t for w in self._waiting.values() for t in w))
+            if self._placed_retry(task_id)
+        ]
+        own = [task_id for task_id in waiting if task_id not in placed]
+        for task_id in placed:
+            self._retry_later(task_id, self._tasks[task_id].attempt, 0.0)
+        if not own:
             return
         task = asyncio.get_running_loop().create_task(
-            self._dispatch_waiting(list(waiting)), name=f"dispatch-{worker_id}"
+            self._dispatch_waiting(own), name=f"dispatch-{worker_id}"
         )
         self._dispatching.add(task)
         task.add_done_callback(self._dispatching.discard)
+
+    def _placed_retry(self, task_id: str) -> bool:
+        """Whether ``task_id`` is an "any worker" task's next attempt, not handed over."""
+        task = self._tasks.get(task_id)
+        return (
+            task is not None
+            and task.any_worker
+            and task.status is TaskStatus.QUEUED
+            and task.retry_at is not None
+        )
 
     async def _dispatch_waiting(self, task_ids: Sequence[str]) -> None:
         for task_id in task_ids:
@@ -740,11 +826,17 @@ class TaskBook:
                 log.info("task %s not handed to its worker: %s", task_id, exc)
 
     def start(self) -> None:
-        """Watch for lost tasks and expired waits, about once a second."""
+        """Watch for lost tasks and expired waits, about once a second; hand over the next
+        attempts of the tasks loaded waiting for them, each when its back-off ends."""
         if self._checker is None:
             self._checker = asyncio.get_running_loop().create_task(
                 self._check_loop(), name="task-watch"
             )
+        resumed, self._resumed = self._resumed, []
+        for task_id in resumed:
+            task = self._tasks.get(task_id)
+            if task is not None and task.status is TaskStatus.QUEUED and task.retry_at is not None:
+                self._schedule_retry(task)
 
     async def _check_loop(self) -> None:
         while True:
@@ -793,6 +885,7 @@ class TaskBook:
                 task.status = next_status(task.status, event)
                 task.message = f"lost: {reason}"
                 task.finished_at = now
+                task.retry_at = None
                 change = TaskChange(task)
             try:
                 await self._commit(change)

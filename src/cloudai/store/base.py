@@ -8,12 +8,13 @@ thread are one transaction together, committed at the end of the block.
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from cloudai.security.tokens import ApiTokenRecord, JoinTokenRecord
 from cloudai.store.models import (
@@ -26,6 +27,15 @@ from cloudai.store.models import (
     TaskRecord,
     WorkerRecord,
 )
+
+
+class Keep(enum.Enum):
+    """Leave a field as it is, where None is a value to write."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP
 
 
 class StoreError(Exception):
@@ -134,12 +144,15 @@ class Store(ABC):
         attempt: int | None = None,
         new_attempt: bool = False,
         target_worker_id: str | None = None,
+        retry_at: datetime | Keep | None = KEEP,
     ) -> bool:
         """Change the given fields (None: leave as is); True if the task exists.
 
         ``new_attempt``: the task runs again, so its start and finish times are cleared
         (before ``started_at``/``finished_at`` are applied); ``target_worker_id``: the
-        task moves to that worker (an "any worker" task's next attempt)."""
+        task moves to that worker (an "any worker" task's next attempt); ``retry_at``:
+        when its next attempt is due while it waits for it (None: it waits for none;
+        ``KEEP``: leave as is)."""
 
     @abstractmethod
     def get_task(self, task_id: str) -> TaskRecord | None: ...

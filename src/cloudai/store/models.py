@@ -66,6 +66,7 @@ class TaskRecord:
     max_retries: int = 0  # runs after the first one, on failure or loss
     attempt: int = 1  # the current attempt (1: the first run)
     any_worker: bool = False  # placed by the master: a retry may go to another worker
+    retry_at: datetime | None = None  # queued for its next attempt, due then; not handed over
 
 
 @dataclass(slots=True)

@@ -127,6 +127,10 @@ tasks = Table(
     Column("attempt", Integer, nullable=False, server_default="1"),  # the current one
     # Placed by the master (any worker): a retry may go to another worker.
     Column("any_worker", Boolean, nullable=False, server_default=false()),
+    # Queued again after a failed or lost attempt: when the next attempt is due. Cleared
+    # (committed) before that attempt is handed to a worker: while it is set, no worker
+    # has it, so a restarted master hands it over instead of waiting for a report.
+    Column("retry_at", UTCDateTime, nullable=True),
     CheckConstraint(f"status IN ({_in(TASK_STATUSES)})", name="status"),
     Index("ix_tasks_status", "status"),
     Index("ix_tasks_target_worker_id", "target_worker_id"),

@@ -35,7 +35,7 @@ from cloudai.security.tokens import (
     unknown_join_token,
 )
 from cloudai.store import schema
-from cloudai.store.base import DuplicateError, NotFoundError, Store, StoreError
+from cloudai.store.base import KEEP, DuplicateError, Keep, NotFoundError, Store, StoreError
 from cloudai.store.engine import WRITE_OPTION, make_engine
 from cloudai.store.migrate import upgrade
 from cloudai.store.models import (
@@ -255,8 +255,11 @@ class SqlStore(SqlAlerts, SqlHistory, Store):
         attempt: int | None = None,
         new_attempt: bool = False,
         target_worker_id: str | None = None,
+        retry_at: datetime | Keep | None = KEEP,
     ) -> bool:
         values: dict[str, Any] = {}
+        if retry_at is not KEEP:
+            values["retry_at"] = retry_at
         if new_attempt:
             values["started_at"] = values["finished_at"] = None
         if attempt is not None:

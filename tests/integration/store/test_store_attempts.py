@@ -65,3 +65,19 @@ def test_a_worker_says_how_it_holds_tasks_to_their_limits(store: Store) -> None:
     store.upsert_worker(WorkerRecord("w1", "127.0.0.1:1", task_limits="cgroup-v1"))
     worker = store.get_worker("w1")
     assert worker is not None and worker.task_limits == "cgroup-v1"
+
+
+def test_a_task_waiting_for_its_next_attempt_says_when_it_is_due(store: Store) -> None:
+    store.add_task(TaskRecord("t1", "w1", command="false", max_retries=1, submitted_at=T0))
+    assert store.get_task("t1").retry_at is None  # type: ignore[union-attr]
+    due = T0 + timedelta(seconds=2.5)
+    with store.transaction():
+        assert store.update_task("t1", status="queued", attempt=2, new_attempt=True, retry_at=due)
+        store.add_attempt(AttemptRecord("t1", 1, "w1", "failure", finished_at=T0))
+    task = store.get_task("t1")
+    assert task is not None and task.retry_at == due and task.retry_at.tzinfo is not None
+    assert [t.retry_at for t in store.list_tasks()] == [due]
+    assert store.update_task("t1", message="other")  # left as it is unless given
+    assert store.get_task("t1").retry_at == due  # type: ignore[union-attr]
+    assert store.update_task("t1", retry_at=None)  # handed over: cleared
+    assert store.get_task("t1").retry_at is None  # type: ignore[union-attr]

@@ -269,3 +269,31 @@ async def test_a_retry_stays_put_when_nothing_else_fits_or_the_worker_was_named(
     await tasks.record_result(failed)
     await until(lambda: len(link.sent) == 4)
     assert link.sent[-1].target_worker_id == "w1" and named.asked == []
+
+
+async def test_when_the_next_attempt_is_due_is_stored_with_it() -> None:
+    tasks, link, journal, clock = book(retry_delay=2.0)
+    await tasks.submit(TaskSubmission(worker_id="w1", command="x", task_id="t1", retries=1))
+    await tasks.record_result(result("failure", 1))
+    (queued,) = [c.task for c in journal.changes if c.finished_attempt]
+    assert queued.status is TaskStatus.QUEUED and queued.retry_at == clock.now + 2.0
+    assert tasks.get("t1").retry_at == clock.now + 2.0
+    await tasks.close()
+    assert len(link.sent) == 1
+
+
+async def test_the_next_attempt_is_marked_handed_over_before_it_is_sent() -> None:
+    tasks, link, journal, _clock = book()
+    await tasks.submit(TaskSubmission(worker_id="w1", command="x", task_id="t1", retries=1))
+    await tasks.record_result(result("failure", 1))
+    await until(lambda: len(link.sent) == 2)
+    changes = journal.changes[[bool(c.finished_attempt) for c in journal.changes].index(True) :]
+    queued, marked, assigned = changes
+    assert queued.task.retry_at is not None
+    assert (marked.task.status, marked.task.retry_at, marked.assignment) == (
+        TaskStatus.QUEUED,
+        None,
+        None,
+    )
+    assert assigned.assignment is not None and assigned.task.status is TaskStatus.ASSIGNED
+    assert tasks.get("t1").retry_at is None
