@@ -146,6 +146,29 @@ def test_upsert_workers_in_one_batch(store: Store) -> None:
     assert workers["w1"].last_heartbeat == at(5)
 
 
+def test_heartbeat_times_of_many_workers_in_one_batch(store: Store) -> None:
+    store.upsert_workers([worker(f"w{i:04d}", is_active=False) for i in range(1500)])
+    store.record_heartbeats({f"w{i:04d}": at(10) for i in range(1500)})
+    # Times only move forward; an unknown worker is no row to write; any time zone.
+    plus_two = timezone(timedelta(hours=2))
+    store.record_heartbeats(
+        {
+            "w0000": at(5),  # older than what is stored: kept
+            "w0001": at(20).astimezone(plus_two),
+            "w0002": datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC),  # no microseconds
+            "nobody": at(99),
+        }
+    )
+    workers = {w.worker_id: w for w in store.list_workers()}
+    assert "nobody" not in workers
+    assert workers["w0000"].last_heartbeat == at(10)
+    assert workers["w0001"].last_heartbeat == at(20)
+    assert workers["w0002"].last_heartbeat == datetime(2025, 3, 1, 12, 0, 30, tzinfo=UTC)
+    assert workers["w1499"].last_heartbeat == at(10)
+    assert all(w.is_active for w in workers.values())
+    store.record_heartbeats({})  # nothing to do
+
+
 def test_workers_survive_a_master_restart(open_: Callable[[], Store]) -> None:
     before = open_()
     for i in range(3):
