@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudai.bus.auth import new_user_nkey
 from tests.harness import REPO, Process, start_process, wait_until
 
 NATS = os.environ.get("CLOUDAI_TEST_NATS", "nats://127.0.0.1:4222")
@@ -126,17 +127,11 @@ def documented_auth_config() -> str:
 
 
 def _new_user(workdir: Path, user: str) -> tuple[Path, str]:
-    """A fresh user NKey: its seed file ``workdir/<user>.nk`` (mode 0600) and public key."""
-    import nkeys
-
-    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
-    path = workdir / f"{user}.nk"
+    """A fresh user NKey, as ``cloudai bus-nkey`` makes it: its seed file
+    ``workdir/<user>.nk`` (mode 0600) and public key."""
     workdir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(seed + b"\n")
-    return path, public
+    path = workdir / f"{user}.nk"
+    return path, new_user_nkey(path)
 
 
 def start_auth_nats(workdir: Path, gateways: dict[str, str] | None = None) -> NatsServer:

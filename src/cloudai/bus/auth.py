@@ -4,11 +4,13 @@ it shows NATS, the checks on it, and bus addresses fit for a log (no password in
 A process may show NATS one of: an NKey seed file (``--bus-nkey``), a credentials file
 (``--bus-creds``: JWT and seed, as ``nsc`` writes it), or a user and password or a token
 in every ``--bus`` URL (``nats://USER:PASSWORD@HOST:4222``, ``nats://TOKEN@HOST:4222``).
-Pure, but for the look at a key file's mode and first line.
+Pure, but for the look at a key file's mode and first line, and ``new_user_nkey``, which
+writes a fresh seed (``cloudai bus-nkey``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -62,6 +64,20 @@ def check_nkey_seed(path: Path) -> None:
         raise ValueError(f"cannot read --bus-nkey {path}: {exc.strerror}") from None
     if not _USER_SEED.fullmatch(text):
         raise ValueError(f"--bus-nkey {path} does not hold a user NKey seed (one line SU...)")
+
+
+def new_user_nkey(path: Path) -> str:
+    """Make a NATS user NKey: its seed goes to ``path``, created with mode 0600 (never
+    over an existing file: ``FileExistsError``), for ``--bus-nkey``; returns its public
+    key (``U...``), the one nats-server's configuration names."""
+    import nkeys  # nats-py's own dependency for NKeys (nats-py[nkeys])
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public: str = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(seed + b"\n")
+    return public
 
 
 def credential_problem(

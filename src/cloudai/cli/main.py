@@ -69,6 +69,9 @@ COMMANDS: dict[str, CommandEntry] = {
     "watch": CommandEntry(
         "cloudai.cli.watch", "print each worker's live telemetry, one line per update"
     ),
+    "bus-nkey": CommandEntry(
+        "cloudai.cli.bus_nkey", "make a NATS user NKey for --bus-nkey (master and gateways)"
+    ),
     "bench": CommandEntry(
         "cloudai.bench.cli", "load-test a master (simulated workers and WebSocket clients)"
     ),
