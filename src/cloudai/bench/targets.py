@@ -223,7 +223,7 @@ def plot_targets(verdicts: list[Verdict], path: Path) -> None:
         ax.annotate(label, (ratio, y), va="center", fontsize=8)
     ax.set_xlim(0, clip * 1.45)
     ax.set_xlabel("measured / limit (how far from the target; <= 1 is met)")
-    ax.set_title("issue 5 targets on the 2-core machine")
+    ax.set_title("performance targets on the 2-core machine")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
