@@ -156,7 +156,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--targets",
         type=Path,
         metavar="FILE.png",
-        help="with --replot: judge the runs against the project's performance targets, print and draw it",
+        help="with --replot: judge the runs against the project's performance targets, "
+        "print and draw it",
     )
     out.add_argument("--label", default="", help="a label stored in each record")
     out.add_argument("--quiet", action="store_true", help="no progress on stderr")
