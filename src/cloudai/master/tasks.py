@@ -276,6 +276,8 @@ class TaskBook:
         self._offline_wait = offline_wait
         self._retry_delay = retry_delay  # before the 1st retry; doubles, at most 30 s
         self._waiting: dict[str, dict[str, float]] = {}  # worker id -> task id -> deadline
+        # "Any worker" next attempts among them: placed again when any worker registers.
+        self._waiting_placement: set[str] = set()
         self._checker: asyncio.Task[None] | None = None
         self._dispatching: set[asyncio.Task[None]] = set()
         self._journal: TaskJournal = journal or UnrecordedJournal()
@@ -783,17 +785,18 @@ class TaskBook:
 
     def _wait_for(self, worker_id: str, task_id: str, deadline: float) -> None:
         self._waiting.setdefault(worker_id, {})[task_id] = deadline
+        if self._placed_retry(task_id):
+            self._waiting_placement.add(task_id)
 
     def worker_registered(self, worker_id: str) -> None:
         """The worker (re)registered: hand it the tasks that wait for it, in order. The
         next attempts of "any worker" tasks that wait for a worker (this one or another
         that is away) are placed again now, as when their back-off ended."""
         waiting = list(self._waiting.pop(worker_id, {}))
-        placed = [
-            task_id
-            for task_id in (*waiting, *(t for w in self._waiting.values() for t in w))
-            if self._placed_retry(task_id)
-        ]
+        # Each placed once per wait: a burst of registrations (a master's restart) does
+        # not place the same attempt again for every worker that comes back.
+        placed = {task_id for task_id in self._waiting_placement if self._placed_retry(task_id)}
+        self._waiting_placement.clear()
         own = [task_id for task_id in waiting if task_id not in placed]
         for task_id in placed:
             self._retry_later(task_id, self._tasks[task_id].attempt, 0.0)

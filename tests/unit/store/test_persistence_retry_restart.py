@@ -280,6 +280,28 @@ async def test_an_any_worker_retry_is_placed_again_after_a_restart(tmp_path: Pat
         await master.stop()
 
 
+async def test_a_burst_of_registrations_places_a_waiting_retry_once(tmp_path: Path) -> None:
+    await first_attempt_failed(tmp_path, any_worker=True, workers=("w1", "w2"))
+    master = await start(tmp_path, T0 + 2 * BACKOFF, connect=(), authorise=("w1", "w2", "w3", "w4"))
+    try:
+        await until(lambda: "t1" in master.tasks._waiting.get("w1", {}))
+        placements = []
+        placer = Placer(master.registry)
+
+        def counted(task: TaskState, tried: frozenset[str]) -> str | None:
+            placements.append(task.task_id)
+            return placer(task, tried)
+
+        master.tasks.set_placer(counted)
+        for worker_id in ("w2", "w3", "w4"):  # workers coming back together
+            master.connect(worker_id)
+        await until(lambda: master.tasks.get("t1").status is TaskStatus.ASSIGNED)
+        assert placements == ["t1"]
+        assert [t.attempt for t in master.link.sent] == [2]
+    finally:
+        await master.stop()
+
+
 async def test_a_handover_the_store_cannot_record_is_not_sent(tmp_path: Path) -> None:
     await first_attempt_failed(tmp_path)
     # (retry_delay 1 s: a handover not stored is tried again after 1 s)
