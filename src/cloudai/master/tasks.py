@@ -428,13 +428,8 @@ class TaskBook:
         it is tried again after a back-off)."""
         task_id, attempt = task.task_id, task.attempt
         async with self._exclusive(task_id):
-            current = self._tasks.get(task_id)
-            if (
-                current is None
-                or current.status is not TaskStatus.QUEUED
-                or current.attempt != attempt
-                or current.retry_at is None
-            ):
+            current = self._next_attempt(task_id, attempt)
+            if current is None:
                 raise TaskError("conflict", f"task {task_id!r} changed meanwhile")
             handed = current.copy()
             handed.retry_at = None
@@ -646,13 +641,8 @@ class TaskBook:
 
     async def _retry_after(self, task_id: str, attempt: int, delay: float) -> None:
         await asyncio.sleep(delay)
-        task = self._tasks.get(task_id)
-        if (
-            task is None
-            or task.status is not TaskStatus.QUEUED
-            or task.attempt != attempt
-            or task.retry_at is None
-        ):
+        task = self._next_attempt(task_id, attempt)
+        if task is None:
             return  # cancelled, changed or handed over meanwhile
         if task.any_worker:
             task = await self._place_again(task_id, attempt)
@@ -670,19 +660,26 @@ class TaskBook:
         except TaskError as exc:
             log.info("attempt %d of task %s not handed to its worker: %s", attempt, task_id, exc)
 
+    def _next_attempt(self, task_id: str, attempt: int) -> TaskState | None:
+        """The task, while ``attempt`` is its next attempt, waiting to be handed over."""
+        task = self._tasks.get(task_id)
+        if (
+            task is None
+            or task.status is not TaskStatus.QUEUED
+            or task.attempt != attempt
+            or task.retry_at is None
+        ):
+            return None
+        return task
+
     async def _place_again(self, task_id: str, attempt: int) -> TaskState | None:
         """An "any worker" task's next attempt goes where placement says now, on a worker
         its earlier attempts did not run on when one fits (stored before it is handed
         over); it stays with its worker when nothing else fits or the move cannot be
         stored. None: the task changed meanwhile."""
         async with self._exclusive(task_id):
-            task = self._tasks.get(task_id)
-            if (
-                task is None
-                or task.status is not TaskStatus.QUEUED
-                or task.attempt != attempt
-                or task.retry_at is None
-            ):
+            task = self._next_attempt(task_id, attempt)
+            if task is None:
                 return None
             tried = frozenset(ended.worker_id for ended in task.attempts)
             chosen = self._placer(task, tried) if self._placer is not None else None
