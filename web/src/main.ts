@@ -42,7 +42,8 @@ async function onDrop(): Promise<void> {
 }
 
 function route(): void {
-  if (stream === null) return; // the login form is up
+  const live = stream;
+  if (live === null) return; // the login form is up
   current?.unmount();
   const hash = window.location.hash || "#/";
   const parts = hash.slice(2).split("/").map(decodeURIComponent);
@@ -50,7 +51,7 @@ function route(): void {
   let view: View;
   if (parts[0] === "worker" && parts[1]) view = new WorkerView(cluster, parts[1], isAdmin);
   else if (parts[0] === "tasks" && parts[1]) view = new TaskView(parts[1], isAdmin);
-  else if (parts[0] === "tasks") view = new TasksView(isAdmin);
+  else if (parts[0] === "tasks") view = new TasksView(isAdmin, live);
   else view = overview ??= new OverviewView(cluster);
   for (const link of document.querySelectorAll<HTMLElement>("[data-nav]")) {
     const page = parts[0] === "tasks" ? "tasks" : "overview";

@@ -2,17 +2,50 @@
 // the snapshot, then deltas. Reconnects by itself with capped exponential back-off and
 // jitter (0.5 s doubling up to 10 s, reset after a good connect). Messages are applied
 // to the cluster as they come (a cheap merge) and views redraw once per animation frame.
+//
+// A view may also listen to an event topic (the tasks page: `tasks`): the stream then
+// subscribes to it with a control message, on this connection and after every reconnect,
+// and unsubscribes when the last listener goes. The overview alone asks for nothing more
+// than the telemetry, as before. Event frames (`{"topic": ..., "event": ...}`) go to the
+// topic's listeners, never to the cluster.
 
 import { streamUrl } from "./api";
 import type { Cluster } from "./cluster";
 
 export type Connection = "connecting" | "live" | "reconnecting";
 
+/** A listener of one event topic of the stream (docs/WEBSOCKET_TELEMETRY.md). */
+export interface TopicListener {
+  /** The master sends the topic's events on this connection from now on (after every
+   *  (re)connect): what the API is asked from now on misses none of them. */
+  ready(): void;
+  /** The events do not come now: the connection is down, or the master refused the topic. */
+  lost(): void;
+  /** One event, in the master's order. */
+  event(event: Record<string, unknown>): void;
+}
+
+export interface TopicSource {
+  /** Listen to ``topic``; the answer stops listening. Tells ``lost`` at once when the
+   *  stream is not connected. */
+  subscribe(topic: string, listener: TopicListener): () => void;
+}
+
+interface Topic {
+  listeners: Set<TopicListener>;
+  ready: boolean;
+  asked: number; // the control message that subscribes it on this connection (0: none yet)
+}
+
 const FIRST_DELAY_MS = 500;
 const MAX_DELAY_MS = 10_000;
 
-export class TelemetryStream {
+export class TelemetryStream implements TopicSource {
   private socket: WebSocket | null = null;
+  private readonly topics = new Map<string, Topic>();
+  private flowing = false; // the snapshot of this connection came: control messages may go
+  private controlsSent = 0;
+  private controlsAnswered = 0;
   private delay = FIRST_DELAY_MS;
   private retry: number | undefined;
   private frame: number | undefined;
@@ -33,6 +66,77 @@ export class TelemetryStream {
   start(): void {
     this.stopped = false;
     this.open();
+  }
+
+  subscribe(topic: string, listener: TopicListener): () => void {
+    let entry = this.topics.get(topic);
+    if (entry === undefined) {
+      entry = { listeners: new Set(), ready: false, asked: 0 };
+      this.topics.set(topic, entry);
+      entry.asked = this.control({ subscribe: { topics: [topic] } });
+    }
+    const subscribed = entry;
+    subscribed.listeners.add(listener);
+    if (subscribed.ready) listener.ready();
+    else if (!this.flowing) listener.lost();
+    return () => {
+      subscribed.listeners.delete(listener);
+      if (subscribed.listeners.size || this.topics.get(topic) !== subscribed) return;
+      this.topics.delete(topic);
+      this.control({ unsubscribe: { topics: [topic] } });
+    };
+  }
+
+  /** Sends a control message on a flowing connection; its number there (0: not sent). */
+  private control(message: unknown): number {
+    if (!this.flowing || this.socket === null) return 0;
+    this.socket.send(JSON.stringify(message));
+    return ++this.controlsSent;
+  }
+
+  /** A frame with a topic: an answer to a control message, or an event. */
+  private onEvent(topic: string, event: unknown): void {
+    if (typeof event !== "object" || event === null || Array.isArray(event)) return;
+    if (topic === "subscription" || topic === "error") {
+      // Every control message gets one answer, in order.
+      const answered = ++this.controlsAnswered;
+      const inForce = topic === "subscription" ? (event as { topics?: unknown }).topics : [];
+      for (const [name, entry] of this.topics) {
+        if (entry.ready || entry.asked !== answered) continue;
+        entry.asked = 0;
+        const yes = Array.isArray(inForce) && inForce.includes(name);
+        entry.ready = yes;
+        for (const listener of [...entry.listeners]) {
+          if (yes) listener.ready();
+          else listener.lost();
+        }
+      }
+      return;
+    }
+    const entry = this.topics.get(topic);
+    if (entry === undefined) return;
+    for (const listener of [...entry.listeners]) listener.event(event as Record<string, unknown>);
+  }
+
+  /** The connection's snapshot came: subscribe again to every topic listened to. */
+  private onFlowing(): void {
+    this.flowing = true;
+    if (this.topics.size === 0) return;
+    const asked = this.control({ subscribe: { topics: [...this.topics.keys()] } });
+    for (const entry of this.topics.values()) entry.asked = asked;
+  }
+
+  private onClosed(): void {
+    const wasFlowing = this.flowing;
+    this.flowing = false;
+    this.controlsSent = 0;
+    this.controlsAnswered = 0;
+    for (const entry of this.topics.values()) {
+      const told = entry.ready || wasFlowing;
+      entry.ready = false;
+      entry.asked = 0;
+      if (told) for (const listener of [...entry.listeners]) listener.lost();
+    }
   }
 
   stop(): void {
@@ -60,14 +164,22 @@ export class TelemetryStream {
         return;
       }
       if (typeof message !== "object" || message === null || Array.isArray(message)) return;
+      const frame = message as Record<string, unknown>;
+      if (typeof frame.topic === "string") {
+        // Not telemetry (its values are workers' objects, never a string).
+        this.onEvent(frame.topic, frame.event);
+        return;
+      }
       this.messages++;
-      this.cluster.apply(message as Record<string, unknown>, first);
+      this.cluster.apply(frame, first);
+      if (first) this.onFlowing();
       first = false;
       this.schedule();
     };
     socket.onclose = () => {
       if (this.socket !== socket) return;
       this.socket = null;
+      this.onClosed();
       if (this.stopped) return;
       this.reconnects++;
       const wait = this.delay * (0.5 + Math.random() / 2);

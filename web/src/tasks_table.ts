@@ -44,6 +44,48 @@ export function cancelButton(task: Task, onDone: (line: string) => void): HTMLBu
   return button;
 }
 
+export function tasksHead(showWorker = true): HTMLTableSectionElement {
+  return el(
+    "thead",
+    {},
+    el(
+      "tr",
+      {},
+      el("th", {}, "Task"),
+      el("th", {}, "State"),
+      ...(showWorker ? [el("th", {}, "Worker")] : []),
+      el("th", {}, "Command / image"),
+      el("th", {}, "Duration"),
+      el("th", {}, "Exit"),
+      el("th", {}, ""),
+    ),
+  );
+}
+
+/** One task's row; its duration cell (class `duration`) may be updated in place. */
+export function taskRow(
+  task: Task,
+  admin: boolean,
+  onAction: (line: string) => void,
+  showWorker = true,
+  now = Date.now() / 1000,
+): HTMLTableRowElement {
+  const action = admin && ACTIVE_STATUSES.has(task.status) ? cancelButton(task, onAction) : el("span");
+  return el(
+    "tr",
+    { "data-task-id": task.task_id, "data-status": task.status },
+    el("td", {}, el("a", { href: `#/tasks/${encodeURIComponent(task.task_id)}` }, task.task_id)),
+    el("td", {}, el("span", { class: "badge", "data-state": task.status }, task.status)),
+    ...(showWorker
+      ? [el("td", {}, el("a", { href: `#/worker/${encodeURIComponent(task.worker_id)}` }, task.worker_id))]
+      : []),
+    el("td", { class: "mono ellipsis", title: task.command || task.docker_image }, task.command || task.docker_image),
+    el("td", { class: "duration" }, duration(taskDuration(task, now))),
+    el("td", {}, task.exit_code === null ? "–" : String(task.exit_code)),
+    el("td", {}, action),
+  );
+}
+
 export function tasksTable(
   tasks: Task[],
   admin: boolean,
@@ -51,42 +93,7 @@ export function tasksTable(
   showWorker = true,
 ): HTMLTableElement {
   const now = Date.now() / 1000;
-  const head = el(
-    "tr",
-    {},
-    el("th", {}, "Task"),
-    el("th", {}, "State"),
-    ...(showWorker ? [el("th", {}, "Worker")] : []),
-    el("th", {}, "Command / image"),
-    el("th", {}, "Duration"),
-    el("th", {}, "Exit"),
-    el("th", {}, ""),
-  );
   const body = el("tbody");
-  for (const task of tasks) {
-    const action =
-      admin && ACTIVE_STATUSES.has(task.status) ? cancelButton(task, onAction) : el("span");
-    body.append(
-      el(
-        "tr",
-        { "data-task-id": task.task_id, "data-status": task.status },
-        el("td", {}, el("a", { href: `#/tasks/${encodeURIComponent(task.task_id)}` }, task.task_id)),
-        el("td", {}, el("span", { class: "badge", "data-state": task.status }, task.status)),
-        ...(showWorker
-          ? [
-              el(
-                "td",
-                {},
-                el("a", { href: `#/worker/${encodeURIComponent(task.worker_id)}` }, task.worker_id),
-              ),
-            ]
-          : []),
-        el("td", { class: "mono ellipsis", title: task.command || task.docker_image }, task.command || task.docker_image),
-        el("td", {}, duration(taskDuration(task, now))),
-        el("td", {}, task.exit_code === null ? "–" : String(task.exit_code)),
-        el("td", {}, action),
-      ),
-    );
-  }
-  return el("table", { class: "tasks" }, el("thead", {}, head), body);
+  for (const task of tasks) body.append(taskRow(task, admin, onAction, showWorker, now));
+  return el("table", { class: "tasks" }, tasksHead(showWorker), body);
 }

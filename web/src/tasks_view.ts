@@ -1,12 +1,29 @@
-// The tasks page (every task, newest first, refreshed every few seconds) and one task's
-// page: its state and a live tail of its output (GET /api/tasks/{id}/output, long-polled;
-// where the master has no such endpoint, the logs of GET /api/tasks/{id}).
+// The tasks page (every task, newest first, live) and one task's page: its state and a
+// live tail of its output (GET /api/tasks/{id}/output, long-polled; where the master has
+// no such endpoint, the logs of GET /api/tasks/{id}).
+//
+// The tasks page reads the list once (GET /api/tasks), then applies the `tasks` events of
+// the stream: each carries the task as the list shows it, so a row is updated or inserted
+// from the event alone. When the subscription is in force (on opening the page and after
+// every reconnect) the list is read again, so the events missed while disconnected are
+// not missed on the page; every 30 s it is read again anyway, as a safety net. Without
+// the events (the stream is down, or the master does not send them) it is read every 3 s.
 
 import { ApiError, getJson, request } from "./api";
 import { duration, el, figure, time } from "./format";
-import { ACTIVE_STATUSES, type Task, cancelButton, taskDuration, tasksTable } from "./tasks_table";
+import type { TopicSource } from "./stream";
+import {
+  ACTIVE_STATUSES,
+  type Task,
+  cancelButton,
+  taskDuration,
+  taskRow,
+  tasksHead,
+} from "./tasks_table";
 
-const REFRESH_MS = 3000;
+const LIVE_REFRESH_MS = 30_000; // with the events: a safety net only
+const POLL_MS = 3000; // without them
+const TICK_MS = 1000; // running tasks' durations
 const SHOWN_TASKS = 500;
 // The newest this many are fetched (and filtered here); the master keeps every task.
 const FETCHED_TASKS = 5000;
@@ -14,16 +31,43 @@ const OUTPUT_CHUNK = 65536;
 const OUTPUT_WAIT_S = 10;
 const MAX_LOG_CHARS = 512 * 1024; // the page keeps the last half MiB of a task's output
 
+function isTask(value: Record<string, unknown>): value is Record<string, unknown> & Task {
+  return (
+    typeof value.task_id === "string" &&
+    typeof value.status === "string" &&
+    typeof value.worker_id === "string" &&
+    typeof value.submitted_at === "number"
+  );
+}
+
 export class TasksView {
   readonly root: HTMLElement;
   private readonly list = el("div", { id: "tasks" });
   private readonly line = el("p", { class: "line", id: "tasks-line" });
   private readonly statusSelect: HTMLSelectElement;
   private readonly filterInput: HTMLInputElement;
+  private readonly body = el("tbody");
+  private readonly table = el("table", { class: "tasks" }, tasksHead(true), this.body);
+  private readonly empty = el("p", { class: "empty" }, "No tasks.");
   private timer: number | undefined;
-  private tasks: Task[] = [];
+  private timerMs = 0;
+  private ticker: number | undefined;
+  private frame: number | undefined;
+  private stopEvents: (() => void) | null = null;
+  private closed = false;
+  private live = false; // the stream's task events come
+  private loaded = false;
+  private tasks: Task[] = []; // newest first
+  private listStatus = ""; // the state filter of the list in `tasks`
+  private generation = 0; // of the latest load: an older answer is dropped
+  private readonly recording = new Set<Task[]>(); // events that came during each load
+  private rows = new Map<string, { task: Task; row: HTMLTableRowElement }>();
+  private rowsAdmin = false;
 
-  constructor(private readonly admin: () => boolean) {
+  constructor(
+    private readonly admin: () => boolean,
+    private readonly topics: TopicSource,
+  ) {
     this.statusSelect = el(
       "select",
       { id: "task-status", "aria-label": "status" },
@@ -39,7 +83,7 @@ export class TasksView {
     });
     this.root = el(
       "section",
-      { class: "tasks-page" },
+      { class: "tasks-page", "data-live": "false" },
       el("h1", {}, "Tasks"),
       el("div", { class: "toolbar" }, this.filterInput, this.statusSelect),
       this.line,
@@ -51,39 +95,155 @@ export class TasksView {
 
   mount(parent: HTMLElement): void {
     parent.replaceChildren(this.root);
-    void this.load();
-    this.timer = window.setInterval(() => void this.load(), REFRESH_MS);
+    this.every(POLL_MS); // until the stream answers
+    this.ticker = window.setInterval(() => this.tick(), TICK_MS);
+    this.stopEvents = this.topics.subscribe("tasks", {
+      ready: () => {
+        this.setLive(true);
+        void this.load(); // from now on no event is missed
+      },
+      lost: () => {
+        this.setLive(false);
+        if (!this.loaded) void this.load();
+      },
+      event: (event) => this.onEvent(event),
+    });
   }
 
   unmount(): void {
+    this.closed = true;
+    this.stopEvents?.();
+    this.stopEvents = null;
     window.clearInterval(this.timer);
+    window.clearInterval(this.ticker);
+    if (this.frame !== undefined) cancelAnimationFrame(this.frame);
+  }
+
+  private setLive(live: boolean): void {
+    this.live = live;
+    this.root.dataset.live = String(live);
+    this.every(live ? LIVE_REFRESH_MS : POLL_MS);
+  }
+
+  private every(ms: number): void {
+    if (this.closed || ms === this.timerMs) return;
+    window.clearInterval(this.timer);
+    this.timerMs = ms;
+    this.timer = window.setInterval(() => void this.load(), ms);
   }
 
   private async load(): Promise<void> {
     const status = this.statusSelect.value;
+    const generation = ++this.generation;
+    const during: Task[] = [];
+    this.recording.add(during);
     try {
       const query = `limit=${FETCHED_TASKS}${status ? `&status=${status}` : ""}`;
-      this.tasks = await getJson<Task[]>(`/api/tasks?${query}`);
-      this.tasks.reverse();
+      const tasks = await getJson<Task[]>(`/api/tasks?${query}`);
+      if (generation !== this.generation || this.closed) return;
+      tasks.reverse();
+      this.tasks = tasks;
+      this.listStatus = status;
+      this.loaded = true;
+      // An event that came while the list was on its way may be newer than the list.
+      for (const task of during) this.apply(task);
       this.render();
     } catch (error) {
-      this.line.textContent = error instanceof Error ? error.message : String(error);
+      if (generation === this.generation) {
+        this.line.textContent = error instanceof Error ? error.message : String(error);
+      }
+    } finally {
+      this.recording.delete(during);
     }
   }
 
+  private onEvent(event: Record<string, unknown>): void {
+    if (!isTask(event)) return;
+    for (const during of this.recording) during.push(event);
+    if (!this.loaded) return;
+    this.apply(event);
+    this.schedule();
+  }
+
+  /** Puts the task of an event in the list: in its place, or where its submission time
+   *  says (newest first); out of it when the state filter no longer keeps it. */
+  private apply(task: Task): void {
+    const index = this.tasks.findIndex((t) => t.task_id === task.task_id);
+    const kept = !this.listStatus || task.status === this.listStatus;
+    if (index >= 0) {
+      if (kept) this.tasks[index] = task;
+      else this.tasks.splice(index, 1);
+      return;
+    }
+    if (!kept) return;
+    let at = this.tasks.findIndex((t) => t.submitted_at <= task.submitted_at);
+    if (at < 0) {
+      if (this.tasks.length >= FETCHED_TASKS) return; // older than every task fetched
+      at = this.tasks.length;
+    }
+    this.tasks.splice(at, 0, task);
+    if (this.tasks.length > FETCHED_TASKS) this.tasks.pop();
+  }
+
+  /** One redraw per animation frame, however many events came in between. */
+  private schedule(): void {
+    if (this.frame !== undefined || this.closed) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = undefined;
+      this.render();
+    });
+  }
+
+  private onAction = (line: string): void => {
+    this.line.textContent = line;
+    if (this.live) this.schedule(); // the task's event brings its new state
+    else void this.load();
+  };
+
+  /** Redraws the rows whose task changed; the others (and a button under the pointer)
+   *  stay the same elements. */
   private render(): void {
     const filter = this.filterInput.value.trim().toLowerCase();
     const shown = this.tasks
       .filter((t) => !filter || t.task_id.toLowerCase().includes(filter) || t.worker_id.toLowerCase().includes(filter))
       .slice(0, SHOWN_TASKS);
-    this.list.replaceChildren(
-      shown.length
-        ? tasksTable(shown, this.admin(), (line) => {
-            this.line.textContent = line;
-            void this.load();
-          })
-        : el("p", { class: "empty" }, "No tasks."),
-    );
+    if (!shown.length) {
+      this.rows.clear();
+      this.body.replaceChildren();
+      if (this.list.firstChild !== this.empty) this.list.replaceChildren(this.empty);
+      return;
+    }
+    const admin = this.admin();
+    if (admin !== this.rowsAdmin) {
+      this.rows.clear(); // a token found to be read-only loses its Cancel buttons
+      this.rowsAdmin = admin;
+    }
+    const now = Date.now() / 1000;
+    const rows = new Map<string, { task: Task; row: HTMLTableRowElement }>();
+    const order: HTMLTableRowElement[] = [];
+    for (const task of shown) {
+      const cached = this.rows.get(task.task_id);
+      const row = cached !== undefined && cached.task === task ? cached.row : taskRow(task, admin, this.onAction, true, now);
+      rows.set(task.task_id, { task, row });
+      order.push(row);
+    }
+    this.rows = rows;
+    const children = this.body.children;
+    if (children.length !== order.length || order.some((row, i) => children[i] !== row)) {
+      this.body.replaceChildren(...order);
+    }
+    if (this.list.firstChild !== this.table) this.list.replaceChildren(this.table);
+  }
+
+  /** The running tasks' durations grow. */
+  private tick(): void {
+    const now = Date.now() / 1000;
+    for (const { task, row } of this.rows.values()) {
+      if (task.started_at === null || task.finished_at !== null) continue;
+      const cell = row.querySelector<HTMLElement>("td.duration");
+      const text = duration(taskDuration(task, now));
+      if (cell !== null && cell.textContent !== text) cell.textContent = text;
+    }
   }
 }
 

@@ -3,7 +3,8 @@ real workers (secure mode: HTTPS, tokens, joined workers).
 
 The page must load with no console error, show a new worker within 2 s of its first
 heartbeat, show a killed worker inactive, draw a worker's stored history, tail a running
-task's output as it grows, let an admin cancel a task (a read token is told no), and
+task's output as it grows, show a new task on the tasks page from the stream's events
+(no new read of the list), let an admin cancel a task (a read token is told no), and
 reconnect by itself when the master restarts.
 Screenshots of the overview and of a worker's page are left in build/dashboard/.
 """
@@ -255,15 +256,56 @@ def test_admin_cancels_a_task_from_the_page_a_read_token_is_offered_no_cancel(
     wait_css(chromium, ".task[data-status='cancelled']", 10)
 
 
+def task_list_reads(driver: Any) -> int:
+    """The page's finished reads of the task list (GET /api/tasks), from the browser's
+    own record of its requests since the page loaded."""
+    script = (
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => new URL(e.name).pathname === '/api/tasks').length"
+    )
+    return int(driver.execute_script(script))
+
+
+def test_tasks_page_shows_a_new_task_from_the_stream_without_reading_the_list_again(
+    chromium: Any, cluster: Cluster
+) -> None:
+    """Once the stream's task events come, the page reads the list again only every 30 s:
+    a task that shows within 1.5 s of its submission, and then turns `success` with its
+    exit code, came from the events (the test counts the page's reads of the list)."""
+    open_dashboard(chromium, cluster)
+    console_errors(chromium)  # (reading the log empties it)
+    go(chromium, "#/tasks")
+    wait_css(chromium, ".tasks-page[data-live='true']", 10)
+    wait_until(lambda: task_list_reads(chromium) >= 1, 5, "the page's read of the list")
+    wait_css(chromium, "#tasks table, #tasks .empty", 5)
+    reads = task_list_reads(chromium)
+
+    task_id = submit(cluster, "print('done')")
+    wait_css(chromium, f"tr[data-task-id='{task_id}']", 1.5)
+    assert task_list_reads(chromium) == reads
+    row = wait_css(chromium, f"tr[data-task-id='{task_id}'][data-status='success']", 15)
+    cells = [cell.text for cell in row.find_elements("css selector", "td")]
+    assert cells[1] == "success" and cells[5] == "0", cells
+    assert task_list_reads(chromium) == reads
+    assert admin_client(cluster.master).task(task_id).status == "success"
+    assert console_errors(chromium) == []
+
+
 def test_the_page_reconnects_by_itself_after_a_master_restart(
     chromium: Any, cluster: Cluster
 ) -> None:
     """Last in this module: the master stops, the page says so and tries again with
-    back-off; a master back on the same ports gets it live again with a fresh snapshot."""
+    back-off; a master back on the same ports gets it live again with a fresh snapshot,
+    and the tasks page subscribes to its events again and reads the list again."""
     open_dashboard(chromium, cluster)
+    go(chromium, "#/tasks")
+    wait_css(chromium, ".tasks-page[data-live='true']", 10)
+    wait_until(lambda: task_list_reads(chromium) >= 1, 5, "the page's read of the list")
+    reads = task_list_reads(chromium)
     ports = [str(cluster.master.ready[key]) for key in ("grpc_port", "http_port")]
     cluster.master.close()
     wait_css(chromium, "#conn[data-state='reconnecting']", 15)
+    wait_css(chromium, ".tasks-page[data-live='false']", 5)
     cluster.master = start_master(
         cluster.tmp,
         "--inactivity-timeout",
@@ -275,4 +317,8 @@ def test_the_page_reconnects_by_itself_after_a_master_restart(
         secure=True,
     )
     wait_css(chromium, "#conn[data-state='live']", 30)  # by itself, after its back-off
+    wait_css(chromium, ".tasks-page[data-live='true']", 10)
+    wait_until(lambda: task_list_reads(chromium) > reads, 10, "the list read again")
+    wait_css(chromium, "tr[data-task-id]", 10)
+    go(chromium, "#/")
     wait_until(lambda: row_state(chromium, "w1") == "active", 30, "w1 active on the page again")
