@@ -5,6 +5,8 @@
 - a 50 MB output comes back byte for byte with ``cloudai logs --output`` (sha256; this
   one takes several seconds: it moves 50 MB twice);
 - a master killed and started again on the same data dir and ports loses none of it;
+- a worker killed mid-task (the master stopped, so that output piles up on the worker)
+  sends the rest when it starts again, before the task's result;
 - a worker may not append to another worker's task.
 
 Latency and transfer figures are printed (``pytest -s``), never asserted.
@@ -13,6 +15,7 @@ Latency and transfer figures are printed (``pytest -s``), never asserted.
 from __future__ import annotations
 
 import hashlib
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -211,6 +214,65 @@ def test_a_master_restart_loses_no_output(tmp_path: Path) -> None:
         numbers = [int(line.split()[0]) for line in done.stdout.decode().splitlines()]
         assert numbers == list(range(40))
         assert not list(task_log.parent.glob("*.stream"))  # delivered: the worker's copy went
+    finally:
+        worker.kill()
+        master.kill()
+
+
+def stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped (SIGSTOP took effect)."""
+    try:
+        states = [
+            (thread / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            for thread in Path(f"/proc/{pid}/task").iterdir()
+        ]
+    except FileNotFoundError:  # a thread ended meanwhile: look again
+        return False
+    return all(state in ("T", "t") for state in states)
+
+
+def test_a_killed_worker_sends_the_rest_of_the_output_when_it_starts_again(
+    tmp_path: Path,
+) -> None:
+    # The restarted worker (a new port) registers once the killed one is inactive.
+    master = start_master(tmp_path, "--allow-worker", "w1", "--inactivity-timeout", "1.5")
+    worker = start_worker(tmp_path, "w1", "--interval", "0.3", master=master.extra["grpc"])
+    tasks = tmp_path / "work-w1" / "tasks"
+    try:
+        api = admin_client(master)
+        wait_until(lambda: api.worker("w1").is_active, 20, "w1 active")
+        api.submit("w1", command=TICKS.format(n=5000, every=0.02), task_id="t-killed")
+        wait_until(lambda: api.output("t-killed").size > 0, 15, "output the master holds")
+        (stream,) = tasks.glob("t-killed/output-*.stream")
+        master.send_signal(signal.SIGSTOP)  # takes nothing more; the worker keeps it on disk
+        try:
+            wait_until(lambda: stopped(master.pid), 10, "the master stopped")
+            # The most the master can hold: the worker's one call in flight waits for
+            # its answer (up to 5 s) before the next is sent.
+            sent = stream.stat().st_size
+            wait_until(lambda: stream.stat().st_size > sent, 15, "output the master lacks")
+            worker.kill()  # SIGKILL, mid-task
+        finally:
+            master.send_signal(signal.SIGCONT)
+        written = stream.read_bytes()  # what the worker took of the task's output
+        assert api.output("t-killed").size < len(written)
+        assert (tasks / "t-killed" / "output.log").read_bytes().startswith(written)
+        orphan = tasks / "t-old" / "output-1.stream"  # of a run whose result went long ago
+        orphan.parent.mkdir()
+        orphan.write_bytes(b"old\n")
+
+        worker = start_worker(tmp_path, "w1", "--interval", "0.3", master=master.extra["grpc"])
+        assert not orphan.exists()
+        assert worker.log().count("removed 1 live output file(s)") == 1
+        wait_until(lambda: api.task("t-killed").status == "failure", 30, "the result")
+        # The output came first: all of it is there, complete, once the result is.
+        output = api.output("t-killed")
+        assert output.data == written and output.complete and not output.truncated
+        lines = written.split(b"\n")[:-1]  # whole lines (the last may be cut)
+        assert [int(line.split()[0]) for line in lines] == list(range(len(lines)))
+        assert not list(tasks.glob("t-killed/*.stream"))  # the master has it: deleted
+        assert "the worker stopped while the task was running" in api.logs("t-killed").logs
+        assert "Traceback" not in worker.log()
     finally:
         worker.kill()
         master.kill()

@@ -11,6 +11,11 @@ unreachable the bytes wait on disk and are sent when it is back; the file is del
 once the master acknowledged the final chunk. Before a run's result is delivered, its
 output is flushed (``flush``), so the master has the output before the result.
 
+After a worker restart, the runs the earlier process did not finish sending (its task
+was interrupted, or its result still waits for delivery) are resumed (``resume``): the
+sender first asks the master how much it holds (an empty chunk at offset 0), then sends
+the rest of the ``.stream`` file, marked final, before the run's result goes.
+
 A master without AppendTaskOutput (the Go master: UNIMPLEMENTED) or one that refuses
 the run gets nothing more of it; the result's logs still carry the tail.
 """
@@ -22,6 +27,7 @@ import contextlib
 import logging
 import math
 import os
+import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -86,6 +92,11 @@ def next_chunk(position: int, available: int, total: int, ended: bool) -> Chunk 
     return None
 
 
+PROBE = Chunk(0, 0, False)
+"""The first message of a resumed run: nothing to store; the answer's ``next_offset``
+says how much of the run's output the master holds."""
+
+
 def send_delay(pending: int, since_last: float, ended: bool) -> float:
     """Seconds to wait before sending ``pending`` bytes (0: now)."""
     if ended or pending >= SEND_THRESHOLD:
@@ -100,21 +111,32 @@ class RunStream:
     """One task run's output on its way to the master."""
 
     def __init__(
-        self, spec: TaskSpec, task_dir: Path, max_bytes: int, loop: asyncio.AbstractEventLoop
+        self,
+        spec: TaskSpec,
+        task_dir: Path,
+        max_bytes: int,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        resume: bool = False,
     ) -> None:
+        """``resume``: the run ended in an earlier process of this worker; its file is
+        read as it is (up to ``max_bytes``), nothing is added to it, and the master is
+        asked first how much it holds."""
         self.task_id = spec.task_id
         self.attempt = spec.attempt
-        self.path = task_dir / f"output-{max(spec.attempt, 0)}.stream"
+        self.path = stream_path(task_dir, spec.attempt)
         self.log_path = task_dir / "output.log"
         self.max_bytes = max_bytes
         self._loop = loop
         self._lock = threading.Lock()
-        self._fd: int | None = os.open(
-            self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
-        )
+        fd = _open_resumed(self.path) if resume else _open_new(self.path)
+        self._fd: int | None = fd
         self.available = 0  # bytes on disk
         self.total = 0  # bytes the run wrote
-        self.ended = False
+        self.ended = resume
+        self.probing = resume  # the master's offset is not known yet: ask it first
+        if resume:
+            self.available = self.total = min(os.fstat(fd).st_size, max_bytes)
         self.position = 0  # what the master holds (its last next_offset)
         self.wake = asyncio.Event()  # new output, or the run ended
         self.hurry = asyncio.Event()  # a result waits: try again now
@@ -168,6 +190,28 @@ class RunStream:
         return self._fd is None
 
 
+def stream_path(task_dir: Path, attempt: int) -> Path:
+    """Where a run's whole output waits until the master holds it."""
+    return task_dir / f"output-{max(attempt, 0)}.stream"
+
+
+def _open_new(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+
+def _open_resumed(path: Path) -> int:
+    """The file of a run to resume, for reading: a regular file, never what a link
+    points to (the task may write in its directory)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _untap(run: RunStream) -> None:
     """Remove the run's tap (not a later run's, on the same log)."""
     if output_tap(run.log_path) == run.tap:
@@ -204,19 +248,41 @@ class OutputStreams:
         opens the log."""
         if not self.enabled:
             return
+        old = self._runs.pop((spec.task_id, spec.attempt), None)
+        if old is not None:  # the same run again (a master that does not number runs)
+            old.discard()  # before the new file is made: it has the same name
+            old.done.set()
         try:
             run = RunStream(spec, task_dir, self.max_bytes, asyncio.get_running_loop())
         except OSError as exc:
             log.warning("task %s: no live output (%s)", spec.task_id, exc)
             return
-        old = self._runs.pop((spec.task_id, spec.attempt), None)
-        if old is not None:  # the same run again (a master that does not number runs)
-            old.discard()
-            old.done.set()
-        self._runs[spec.task_id, spec.attempt] = run
         set_output_tap(run.log_path, run.tap)
+        self._start(run)
+
+    def resume(self, task_id: str, attempt: int, task_dir: Path) -> bool:
+        """At start-up: run ``attempt`` of ``task_id`` ended in an earlier process of this
+        worker before the master held its whole output. Send the rest of its file,
+        marked final (what the master does not hold yet); ``flush`` waits for it as for
+        a live run. False when the file cannot be read (it is deleted where possible).
+
+        Done also when live output is off now: the file is from when it was on."""
+        cap = self.max_bytes if self.enabled else DEFAULT_MAX_BYTES
+        spec = TaskSpec(task_id, attempt=attempt)
+        try:
+            run = RunStream(spec, task_dir, cap, asyncio.get_running_loop(), resume=True)
+        except OSError as exc:
+            log.warning("task %s: live output not resumed (%s)", task_id, exc)
+            with contextlib.suppress(OSError):
+                stream_path(task_dir, attempt).unlink()
+            return False
+        self._start(run)
+        return True
+
+    def _start(self, run: RunStream) -> None:
+        self._runs[run.task_id, run.attempt] = run
         sender = asyncio.get_running_loop().create_task(
-            self._sender(run), name=f"output-{spec.task_id}"
+            self._sender(run), name=f"output-{run.task_id}"
         )
         self._senders.add(sender)
         sender.add_done_callback(self._senders.discard)
@@ -291,7 +357,10 @@ class OutputStreams:
             run.wake.clear()
             with run._lock:
                 available, total, ended = run.available, run.total, run.ended
-            chunk = next_chunk(run.position, available, total, ended)
+            if run.probing:
+                chunk: Chunk | None = PROBE
+            else:
+                chunk = next_chunk(run.position, available, total, ended)
             if chunk is None:
                 await run.wake.wait()
                 continue
@@ -338,6 +407,7 @@ class OutputStreams:
             self.chunks_sent += 1
             self.bytes_sent += chunk.length
             run.position = ack.next_offset
+            run.probing = False
             if chunk.final and ack.next_offset >= chunk.offset + chunk.length:
                 self._finish(run)
                 return True

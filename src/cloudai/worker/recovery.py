@@ -6,6 +6,11 @@ in the spool. A marker found at start-up means the worker died while the task ra
 leftovers are stopped (the worker can no longer observe or account for them) and a
 "failure" result with the output collected so far is spooled, so the master hears how
 the task ended instead of waiting for it forever.
+
+The live output of a run (``output-<attempt>.stream``, docs/TASK_OUTPUT.md) that the
+earlier process did not finish sending is resumed when the worker still holds a record
+of the run: the marker of an interrupted task, or a result waiting for delivery. The
+rest go: their result was delivered, so the master no longer waits for their output.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MARKER = "task.json"
 INTERRUPTED_EXIT_CODE = -1
+_STREAM_NAME = re.compile(r"output-(\d{1,10})\.stream")
 
 
 def write_marker(task_dir: Path, data: dict[str, Any]) -> None:
@@ -82,11 +91,46 @@ def interrupted_result(
         result_location=str(task_dir),
         exit_code=INTERRUPTED_EXIT_CODE,
         logs_truncated=truncated,
-        attempt=_attempt(marker),
+        attempt=marker_attempt(marker),
     )
 
 
-def _attempt(marker: dict[str, Any]) -> int:
+def marker_attempt(marker: dict[str, Any]) -> int:
     """Task.attempt as the marker kept it (0 in markers of an earlier version)."""
     value = marker.get("attempt", 0)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFile:
+    """A run's live output left on disk: ``<tasks>/<task_id>/output-<attempt>.stream``."""
+
+    task_id: str
+    attempt: int  # from the name: the run's attempt, 0 for attempts <= 0
+    path: Path
+
+
+def find_streams(tasks_dir: Path) -> list[StreamFile]:
+    """Every live output file under ``tasks_dir``, named as the worker names them."""
+    found = []
+    for path in sorted(tasks_dir.glob("*/output-*.stream")):
+        match = _STREAM_NAME.fullmatch(path.name)
+        if match is not None:
+            found.append(StreamFile(path.parent.name, int(match.group(1)), path))
+    return found
+
+
+def streams_to_resume(
+    streams: Iterable[StreamFile], runs: Iterable[tuple[str, int]]
+) -> tuple[list[tuple[StreamFile, int]], list[StreamFile]]:
+    """Split ``streams`` by the runs this worker holds a record of (task id, attempt):
+    those to resume, each with its run's attempt, and those to delete (no such run)."""
+    attempts = {(task_id, max(attempt, 0)): attempt for task_id, attempt in runs}
+    resume, orphans = [], []
+    for stream in streams:
+        attempt = attempts.get((stream.task_id, stream.attempt))
+        if attempt is None:
+            orphans.append(stream)
+        else:
+            resume.append((stream, attempt))
+    return resume, orphans

@@ -27,9 +27,13 @@ from cloudai.proto import pb
 from cloudai.validation import InvalidMessage, check_id
 from cloudai.worker.output_stream import OutputStreams
 from cloudai.worker.recovery import (
+    StreamFile,
     find_interrupted,
+    find_streams,
     interrupted_result,
+    marker_attempt,
     remove_marker,
+    streams_to_resume,
     write_marker,
 )
 from cloudai.worker.results_spool import ResultSpool
@@ -66,6 +70,12 @@ class RunningEntry:
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_at: float | None = None  # time.monotonic() when the runtime started it
     timed_out: bool = False
+
+
+def _remove_all(streams: list[StreamFile]) -> None:
+    for stream in streams:
+        with contextlib.suppress(OSError):
+            stream.path.unlink()
 
 
 def _amount(value: float, unit: str) -> str:
@@ -372,7 +382,43 @@ class TaskManager:
                 await asyncio.to_thread(self.spool.put, result)
             await asyncio.to_thread(remove_marker, task_dir)
             log.warning("task %s was interrupted by a worker stop; reported as failed", task_id)
+        if self._output is not None:
+            await self._resume_output(markers)
         return len(markers)
+
+    async def _resume_output(self, markers: list[dict[str, Any]]) -> None:
+        """The live output of runs an earlier process did not finish sending: resumed
+        where the run's result is still to be delivered (it waits for the output, as
+        after a live run), deleted otherwise (recovery.py). Call before results are
+        delivered."""
+        assert self._output is not None
+        streams = await asyncio.to_thread(find_streams, self.tasks_dir)
+        if not streams:
+            return
+        runs = [(str(m["task_id"]), marker_attempt(m)) for m in markers]
+        runs += [(r.task_id, r.attempt) for r in await asyncio.to_thread(self.spool.pending)]
+        resume, orphans = streams_to_resume(streams, runs)
+        resumed = sum(
+            self._output.resume(stream.task_id, attempt, stream.path.parent)
+            for stream, attempt in resume
+        )
+        if resumed:
+            log.info(
+                "live output of %d run(s) from before this start: sending the rest to the"
+                " master before their results",
+                resumed,
+            )
+        if orphans:
+            await asyncio.to_thread(_remove_all, orphans)
+            names = ", ".join(str(s.path.relative_to(self.tasks_dir)) for s in orphans[:3])
+            more = f" and {len(orphans) - 3} more" if len(orphans) > 3 else ""
+            log.warning(
+                "removed %d live output file(s) of runs whose results were already delivered"
+                " (the master no longer waits for their output): %s%s",
+                len(orphans),
+                names,
+                more,
+            )
 
     # -- cancel -----------------------------------------------------------------------------
 

@@ -206,3 +206,114 @@ async def test_past_the_workers_cap_the_last_chunk_says_how_long_it_was(
     last = master.calls[-1]
     assert bytes(master.held) == b"0123" and (last.offset, last.data, last.final) == (10, b"", True)
     await streams.close()
+
+
+# -- resumed after a worker restart -----------------------------------------------------------
+
+
+def left_behind(task_dir: Path, data: bytes, attempt: int = 1) -> Path:
+    """The file an earlier process of the worker left."""
+    path = task_dir / f"output-{attempt}.stream"
+    path.write_bytes(data)
+    return path
+
+
+async def test_a_resumed_run_asks_the_master_then_sends_the_rest_marked_final(
+    task_dir: Path,
+) -> None:
+    master = FakeMaster()
+    master.held += b"abc"  # acknowledged before the worker died
+    path = left_behind(task_dir, b"abcdef")
+    streams = OutputStreams("w1", master.send)
+    assert streams.resume("t1", 1, task_dir)
+    await streams.flush("t1", 1, 5)
+    assert bytes(master.held) == b"abcdef" and master.final
+    probe, rest = master.calls
+    assert (probe.offset, probe.data, probe.final) == (0, b"", False)
+    assert (rest.offset, rest.data, rest.final, rest.attempt) == (3, b"def", True, 1)
+    assert not path.exists()
+    await streams.close()
+
+
+async def test_a_resumed_run_the_master_holds_whole_ends_with_an_empty_final_chunk(
+    task_dir: Path,
+) -> None:
+    master = FakeMaster()
+    master.held += b"abcdef"
+    path = left_behind(task_dir, b"abcdef")
+    streams = OutputStreams("w1", master.send)
+    assert streams.resume("t1", 1, task_dir)
+    await streams.flush("t1", 1, 5)
+    assert [(c.offset, c.data, c.final) for c in master.calls] == [
+        (0, b"", False),
+        (6, b"", True),
+    ]
+    assert master.final and not path.exists()
+    await streams.close()
+
+
+async def test_a_resumed_run_waits_for_an_unreachable_master(task_dir: Path) -> None:
+    master = FakeMaster()
+    master.errors = [ConnectionError("not registered yet"), RpcError(grpc.StatusCode.UNAVAILABLE)]
+    path = left_behind(task_dir, b"kept\n" * 1000)
+    streams = OutputStreams("w1", master.send, max_bytes=0)  # off now: on when it ran
+    assert streams.resume("t1", 1, task_dir)
+    await until(lambda: master.final, master, timeout=15)
+    assert bytes(master.held) == b"kept\n" * 1000 and not path.exists()
+    await streams.close()
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        RpcError(grpc.StatusCode.UNIMPLEMENTED),  # a Go master
+        pb.TaskOutputAck(success=False, message="never assigned", next_offset=0),
+    ],
+)
+async def test_a_resumed_run_the_master_does_not_want_is_deleted(
+    task_dir: Path, refusal: object
+) -> None:
+    master = FakeMaster()
+    if isinstance(refusal, BaseException):
+        master.errors = [refusal]
+    else:
+        assert isinstance(refusal, pb.TaskOutputAck)
+        master.answers = [refusal]
+    path = left_behind(task_dir, b"abc")
+    streams = OutputStreams("w1", master.send)
+    assert streams.resume("t1", 1, task_dir)
+    await streams.flush("t1", 1, 5)
+    assert len(master.calls) == 1 and not path.exists()
+    await streams.close()
+
+
+async def test_a_resumed_run_is_kept_on_disk_when_the_worker_stops_first(task_dir: Path) -> None:
+    master = FakeMaster()
+    master.errors = [ConnectionError("not registered yet")] * 100
+    path = left_behind(task_dir, b"abc")
+    streams = OutputStreams("w1", master.send)
+    assert streams.resume("t1", 1, task_dir)
+    await until(lambda: master.calls, master)
+    await streams.close()
+    assert path.read_bytes() == b"abc"  # for the next start
+
+
+async def test_a_link_in_place_of_the_file_is_not_followed(task_dir: Path) -> None:
+    target = task_dir.parent / "elsewhere"
+    target.write_bytes(b"not the task's output")
+    (task_dir / "output-1.stream").symlink_to(target)
+    master = FakeMaster()
+    streams = OutputStreams("w1", master.send)
+    assert not streams.resume("t1", 1, task_dir)
+    assert not (task_dir / "output-1.stream").is_symlink()
+    assert target.read_bytes() == b"not the task's output" and not master.calls
+    await streams.close()
+
+
+async def test_the_same_run_again_keeps_its_new_file(task_dir: Path) -> None:
+    master = FakeMaster()
+    streams = OutputStreams("w1", master.send)
+    streams.begin(SPEC, task_dir)  # a master that does not number runs sends it again
+    streams.begin(SPEC, task_dir)
+    assert (task_dir / "output-1.stream").exists()
+    await streams.close()
