@@ -35,13 +35,19 @@ run: $(STAMP) dashboard
 # coverage (src/cloudai, with the processes the integration tests start) below which the
 # run fails.
 COVERAGE_FLOOR ?= 84
+# pytest-xdist processes: test files run two at a time (one file's tests in order, in one
+# process). Integration tests mostly wait on the processes they start, so two files share
+# the machine's two cores well; every test takes ephemeral ports, its own temporary
+# directory, database, bus prefix and network namespace. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 
 test: $(STAMP) dashboard
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q --cov=cloudai --cov-report=term-missing:skip-covered \
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile \
+		--cov=cloudai --cov-report=term-missing:skip-covered \
 		--cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 lint: $(STAMP)
