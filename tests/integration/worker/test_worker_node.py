@@ -206,9 +206,13 @@ async def test_cancel_task_stops_the_tree_and_reports_cancelled(
     ack = await worker.stub.AssignTask(pb.Task(task_id="long", command="sleep 60 & sleep 60"))
     assert ack.success
     await eventually(lambda: master.running("long"), what="the task listed")
-    handle = worker.node.tasks._entries["long"].handle
-    await eventually(lambda: handle is not None and len(handle.tree()) >= 3)
-    pids = [p.pid for p in handle.tree()]
+
+    def tree() -> list[psutil.Process]:  # the handle is set once the process started
+        handle = worker.node.tasks._entries["long"].handle
+        return [] if handle is None else handle.tree()
+
+    await eventually(lambda: len(tree()) >= 3, 20, "the task's shell and its two sleeps")
+    pids = [p.pid for p in tree()]
     ack = await worker.stub.CancelTask(pb.TaskID(task_id="long"), timeout=5)
     assert ack.success, ack.message
     result = await eventually(lambda: master.result("long"), what="the cancelled result")
