@@ -18,31 +18,15 @@ from cloudai.master.persistence import UNCONFIRMED, MasterPersistence
 from cloudai.master.registry import WorkerRegistry
 from cloudai.master.tasks import TaskBook, TaskState
 from cloudai.proto import pb
-from cloudai.store import Store, StoreError, StoreOperation, TaskRecord, open_store
-from cloudai.store.sql_store import SqlStore
+from cloudai.store import TaskRecord
 from cloudai.task_status import TaskStatus
 from cloudai.telemetry.manager import TelemetryEvent
 from cloudai.telemetry.model import TaskTelemetry, WorkerTelemetry
+from tests.breakable_store import BreakableStore, open_breakable, reopen
 from tests.harness import async_wait_until
 
 BACKOFF = 20.0  # the first retry's back-off (retry_delay; at most 30 s)
 T0 = 1_000_000.0
-
-
-class BreakableStore(SqlStore):
-    broken: bool
-    refused: int
-
-    def apply(self, operations: Sequence[StoreOperation]) -> list[object]:
-        if self.broken:
-            self.refused += 1
-            raise StoreError("database error: disk I/O error")
-        return super().apply(operations)
-
-
-def reopen(tmp_path: Path) -> Store:
-    """Another connection to the file: what is committed."""
-    return open_store(None, tmp_path)
 
 
 def stored(tmp_path: Path, task_id: str = "t1") -> TaskRecord:
@@ -121,11 +105,7 @@ async def start(
     authorise: Iterable[str] = (),
     retry_delay: float = BACKOFF,
 ) -> Master:
-    store = open_store(None, tmp_path)
-    assert isinstance(store, SqlStore)
-    store.__class__ = BreakableStore
-    assert isinstance(store, BreakableStore)
-    store.broken, store.refused = False, 0
+    store = open_breakable(tmp_path)
     registry = WorkerRegistry()
     link = Link(tmp_path)
     clock = Clock(now)

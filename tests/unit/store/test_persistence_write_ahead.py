@@ -4,7 +4,7 @@ store could not take is never answered with success."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,23 +15,9 @@ from cloudai.master.persistence import UNCONFIRMED, MasterPersistence
 from cloudai.master.registry import WorkerRegistry
 from cloudai.master.tasks import TaskBook, TaskError
 from cloudai.proto import pb
-from cloudai.store import Store, StoreError, StoreOperation, TaskRecord, open_store
-from cloudai.store.sql_store import SqlStore
+from cloudai.store import TaskRecord, open_store
 from cloudai.task_status import TaskStatus
-
-
-class BreakableStore(SqlStore):
-    broken: bool
-
-    def apply(self, operations: Sequence[StoreOperation]) -> list[object]:
-        if self.broken:
-            raise StoreError("database error: disk I/O error")
-        return super().apply(operations)
-
-
-def reopen(tmp_path: Path) -> Store:
-    """Another connection to the file: what a master restarted now would load."""
-    return open_store(None, tmp_path)
+from tests.breakable_store import BreakableStore, open_breakable, reopen
 
 
 class Link:
@@ -59,11 +45,7 @@ class Master:
 
 
 async def start(tmp_path: Path) -> Master:
-    store = open_store(None, tmp_path)
-    assert isinstance(store, SqlStore)
-    store.__class__ = BreakableStore
-    assert isinstance(store, BreakableStore)
-    store.broken = False
+    store = open_breakable(tmp_path)
     registry = WorkerRegistry()
     link = Link(tmp_path)
     tasks = TaskBook(registry, link)  # type: ignore[arg-type]

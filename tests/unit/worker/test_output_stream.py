@@ -163,6 +163,17 @@ async def test_a_gap_makes_the_worker_send_again_from_what_the_master_holds(
     await streams.close()
 
 
+def refusing(refusal: object) -> FakeMaster:
+    """A master whose first answer is ``refusal``: an RPC error or a refusing ack."""
+    master = FakeMaster()
+    if isinstance(refusal, BaseException):
+        master.errors = [refusal]
+    else:
+        assert isinstance(refusal, pb.TaskOutputAck)
+        master.answers = [refusal]
+    return master
+
+
 @pytest.mark.parametrize(
     "refusal",
     [
@@ -173,12 +184,7 @@ async def test_a_gap_makes_the_worker_send_again_from_what_the_master_holds(
 async def test_a_master_that_does_not_take_it_gets_nothing_more(
     task_dir: Path, refusal: object
 ) -> None:
-    master = FakeMaster()
-    if isinstance(refusal, BaseException):
-        master.errors = [refusal]
-    else:
-        assert isinstance(refusal, pb.TaskOutputAck)
-        master.answers = [refusal]
+    master = refusing(refusal)
     streams = OutputStreams("w1", master.send)
     streams.begin(SPEC, task_dir)
     output = run_log(task_dir)
@@ -273,12 +279,7 @@ async def test_a_resumed_run_waits_for_an_unreachable_master(task_dir: Path) -> 
 async def test_a_resumed_run_the_master_does_not_want_is_deleted(
     task_dir: Path, refusal: object
 ) -> None:
-    master = FakeMaster()
-    if isinstance(refusal, BaseException):
-        master.errors = [refusal]
-    else:
-        assert isinstance(refusal, pb.TaskOutputAck)
-        master.answers = [refusal]
+    master = refusing(refusal)
     path = left_behind(task_dir, b"abc")
     streams = OutputStreams("w1", master.send)
     assert streams.resume("t1", 1, task_dir)
