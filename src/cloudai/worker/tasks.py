@@ -378,7 +378,11 @@ class TaskManager:
             result = await asyncio.to_thread(
                 interrupted_result, self.worker_id, marker, task_dir, self.max_log_bytes
             )
-            if not self.spool.contains(task_id):  # a result already spooled wins
+            # A spooled result of this run (it finished; the worker died before the
+            # marker went) wins; one of an earlier attempt is replaced: the master waits
+            # for this run's.
+            stored = await asyncio.to_thread(self.spool.attempt, task_id)
+            if stored is None or stored < result.attempt:
                 await asyncio.to_thread(self.spool.put, result)
             await asyncio.to_thread(remove_marker, task_dir)
             log.warning("task %s was interrupted by a worker stop; reported as failed", task_id)

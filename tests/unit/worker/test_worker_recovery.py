@@ -138,3 +138,21 @@ async def test_without_stream_files_nothing_is_sent(tmp_path: Path) -> None:
     await output.flush("t1", 1, 5)  # no run to wait for: returns at once
     assert not master.calls
     await output.close()
+
+
+async def test_an_interrupted_run_replaces_the_unsent_result_of_an_earlier_attempt(
+    tmp_path: Path,
+) -> None:
+    spool = ResultSpool(tmp_path / "results")
+    # t1: attempt 1 finished but its result was not delivered; attempt 2 then ran and
+    # was interrupted. t2: the run finished and spooled, the worker died before the
+    # marker went: that result stands.
+    spool.put(pb.TaskResult(task_id="t1", status="success", attempt=1))
+    write_marker(tmp_path / "tasks" / "t1", {"task_id": "t1", "runtime": "process", "attempt": 2})
+    spool.put(pb.TaskResult(task_id="t2", status="success", attempt=3))
+    write_marker(tmp_path / "tasks" / "t2", {"task_id": "t2", "runtime": "process", "attempt": 3})
+    output = OutputStreams("w1", FakeMaster({}).send)
+    assert await manager(tmp_path, output).recover_interrupted() == 2
+    results = {r.task_id: (r.status, r.attempt) for r in spool.pending()}
+    assert results == {"t1": ("failure", 2), "t2": ("success", 3)}
+    await output.close()
