@@ -454,12 +454,16 @@ def format_bytes(value: Any) -> str:
     return f"{number:.1f} TiB"
 
 
-def task_status_cell(task: Mapping[str, Any]) -> Text:
-    """The status; for a task with retries, also which attempt of how many."""
+def task_status_cell(task: Mapping[str, Any], now: float) -> Text:
+    """The status; for a task with retries, also which attempt of how many and, while
+    the next one waits for its back-off, when it starts."""
     cell = status_text(str(task.get("status", "?")))
     retries = task.get("retries")
     if isinstance(retries, int) and retries > 0:
         cell.append(f" {task.get('attempt', 1)}/{retries + 1}", style="dim")
+    retry_at = finite(task.get("retry_at"))
+    if retry_at is not None:
+        cell.append(f" retry in {format_age(max(0.0, retry_at - now))}", style="dim")
     return cell
 
 
@@ -481,7 +485,7 @@ def tasks_table(tasks: Iterable[Mapping[str, Any]], now: float) -> RenderableTyp
             plain(task.get("task_id", "?")),
             plain(task.get("worker_id", "?")),
             plain(task_what(task)),
-            task_status_cell(task),
+            task_status_cell(task, now),
             ago(task.get("submitted_at"), now),
             UNKNOWN if exit_code is None else str(exit_code),
             plain(task.get("message") or ""),

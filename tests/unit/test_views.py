@@ -262,6 +262,12 @@ def test_tasks_table() -> None:
     assert views.render_text(views.tasks_table([], NOW)) == "no tasks\n"
 
 
+def test_a_task_waiting_for_its_next_attempt_says_when() -> None:
+    task = {"status": "queued", "retries": 2, "attempt": 2, "retry_at": NOW + 12.4}
+    assert views.task_status_cell(task, NOW).plain == "queued 2/3 retry in 12s"
+    assert views.task_status_cell({**task, "retry_at": None}, NOW).plain == "queued 2/3"
+
+
 def test_status_panel() -> None:
     text = views.render_text(
         views.status_panel(

@@ -15,6 +15,9 @@ export interface Task {
   started_at: number | null;
   finished_at: number | null;
   exit_code: number | null;
+  retries?: number;
+  attempt?: number;
+  retry_at?: number | null; // queued for its next attempt: handed over then
   logs?: string;
   logs_truncated?: boolean;
 }

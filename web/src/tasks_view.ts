@@ -320,6 +320,8 @@ export class TaskView {
       ["Exit code", task.exit_code === null ? "–" : String(task.exit_code)],
       ["Message", task.message || "–"],
     ];
+    if ((task.retries ?? 0) > 0) rows.push(["Attempt", `${task.attempt ?? 1} of ${(task.retries ?? 0) + 1}`]);
+    if (task.retry_at != null) rows.push(["Next attempt", time(task.retry_at)]);
     this.figures.replaceChildren(...rows.map(([k, v]) => figure(k, v)));
     const cancellable = this.admin() && ACTIVE_STATUSES.has(task.status);
     if (cancellable && !this.actions.firstChild) {

@@ -329,6 +329,11 @@ class Task(Response):
         description="placed by the master (submitted with any_worker): each retry is placed "
         "again, on a worker the earlier runs did not use when one fits",
     )
+    retry_at: float | None = Field(
+        default=None,
+        description="Unix seconds: when the next attempt is handed over, while the task "
+        "is queued for it after a failed run; null otherwise",
+    )
 
 
 class TaskWithLogs(Task):

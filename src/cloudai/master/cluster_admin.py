@@ -128,6 +128,7 @@ def task_model(task: TaskState) -> Task:
             for ended in task.attempts
         ],
         any_worker=task.any_worker,
+        retry_at=task.retry_at if task.status is TaskStatus.QUEUED else None,
     )
 
 

@@ -4,8 +4,9 @@ real workers (secure mode: HTTPS, tokens, joined workers).
 The page must load with no console error, show a new worker within 2 s of its first
 heartbeat, show a killed worker inactive, draw a worker's stored history, tail a running
 task's output as it grows, show a new task on the tasks page from the stream's events
-(no new read of the list), let an admin cancel a task (a read token is told no), and
-reconnect by itself when the master restarts.
+(no new read of the list), say when a failed task's next attempt starts, let an admin
+cancel a task (a read token is told no), and reconnect by itself when the master
+restarts.
 Screenshots of the overview and of a worker's page are left in build/dashboard/.
 """
 
@@ -254,6 +255,22 @@ def test_admin_cancels_a_task_from_the_page_a_read_token_is_offered_no_cancel(
     wait_css(chromium, f".actions button[data-cancel='{task_id}']").click()
     wait_until(lambda: api.task(task_id).status == "cancelled", 20, "the task cancelled")
     wait_css(chromium, ".task[data-status='cancelled']", 10)
+
+
+def test_a_task_waiting_for_its_next_attempt_shows_when(chromium: Any, cluster: Cluster) -> None:
+    """A failing task with retries: between runs its page says which attempt ran and
+    when the next one starts (the back-off doubles from 1 s: the fourth wait is 8 s)."""
+    command = f"{shlex.quote(sys.executable)} -c 'raise SystemExit(3)'"
+    api = admin_client(cluster.master)
+    task_id = api.submit("w1", command=command, retries=4).task_id
+    open_dashboard(chromium, cluster)
+    go(chromium, f"#/tasks/{task_id}")
+    wait_css(chromium, f".task[data-task-id='{task_id}']")
+    next_attempt = wait_css(chromium, "[data-figure='Next attempt'] b", 30)
+    assert any(ch.isdigit() for ch in next_attempt.text), next_attempt.text  # a time
+    attempt = wait_css(chromium, "[data-figure='Attempt'] b").text
+    assert attempt.endswith(" of 5"), attempt
+    api.cancel(task_id)
 
 
 def task_list_reads(driver: Any) -> int:

@@ -113,6 +113,7 @@ TASK_ADDITIONS = {
     "attempt": 1,
     "attempts": [],
     "any_worker": False,
+    "retry_at": None,
 }
 """Fields added later, after the original ones: defaults for a task that has none."""
 

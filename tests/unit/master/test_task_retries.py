@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from cloudai.api.models import TaskSubmission
+from cloudai.master.cluster_admin import task_model
 from cloudai.master.registry import WorkerRegistry
 from cloudai.master.tasks import TaskBook, TaskChange, result_event
 from cloudai.proto import pb
@@ -278,6 +279,7 @@ async def test_when_the_next_attempt_is_due_is_stored_with_it() -> None:
     (queued,) = [c.task for c in journal.changes if c.finished_attempt]
     assert queued.status is TaskStatus.QUEUED and queued.retry_at == clock.now + 2.0
     assert tasks.get("t1").retry_at == clock.now + 2.0
+    assert task_model(tasks.get("t1")).retry_at == clock.now + 2.0  # shown in the API
     await tasks.close()
     assert len(link.sent) == 1
 
@@ -297,3 +299,4 @@ async def test_the_next_attempt_is_marked_handed_over_before_it_is_sent() -> Non
     )
     assert assigned.assignment is not None and assigned.task.status is TaskStatus.ASSIGNED
     assert tasks.get("t1").retry_at is None
+    assert task_model(tasks.get("t1")).retry_at is None
