@@ -49,8 +49,8 @@ function route(): void {
   const parts = hash.slice(2).split("/").map(decodeURIComponent);
   const isAdmin = mayAdmin;
   let view: View;
-  if (parts[0] === "worker" && parts[1]) view = new WorkerView(cluster, parts[1], isAdmin);
-  else if (parts[0] === "tasks" && parts[1]) view = new TaskView(parts[1], isAdmin);
+  if (parts[0] === "worker" && parts[1]) view = new WorkerView(cluster, parts[1], isAdmin, live);
+  else if (parts[0] === "tasks" && parts[1]) view = new TaskView(parts[1], isAdmin, live);
   else if (parts[0] === "tasks") view = new TasksView(isAdmin, live);
   else view = overview ??= new OverviewView(cluster);
   for (const link of document.querySelectorAll<HTMLElement>("[data-nav]")) {

@@ -23,6 +23,7 @@ export interface Task {
 }
 
 export const ACTIVE_STATUSES = new Set(["queued", "assigned", "running"]);
+export const TERMINAL_STATUSES = new Set(["success", "failure", "cancelled", "rejected", "lost", "timed_out"]);
 
 export function taskDuration(task: Task, now = Date.now() / 1000): number | null {
   if (task.started_at === null) return null;

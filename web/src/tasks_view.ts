@@ -1,19 +1,15 @@
-// The tasks page (every task, newest first, live) and one task's page: its state and a
-// live tail of its output (GET /api/tasks/{id}/output, long-polled; where the master has
-// no such endpoint, the logs of GET /api/tasks/{id}).
-//
-// The tasks page reads the list once (GET /api/tasks), then applies the `tasks` events of
-// the stream: each carries the task as the list shows it, so a row is updated or inserted
-// from the event alone. When the subscription is in force (on opening the page and after
-// every reconnect) the list is read again, so the events missed while disconnected are
-// not missed on the page; every 30 s it is read again anyway, as a safety net. Without
-// the events (the stream is down, or the master does not send them) it is read every 3 s.
+// The tasks page (every task, newest first, live: task_list.ts) and one task's page: its
+// state, live from the same events, and a live tail of its output (GET
+// /api/tasks/{id}/output, long-polled; where the master has no such endpoint, the logs of
+// GET /api/tasks/{id}).
 
 import { ApiError, getJson, request } from "./api";
 import { duration, el, figure, time } from "./format";
 import type { TopicSource } from "./stream";
+import { LiveTaskList, type TaskSelection, isTask } from "./task_list";
 import {
   ACTIVE_STATUSES,
+  TERMINAL_STATUSES,
   type Task,
   cancelButton,
   taskDuration,
@@ -21,8 +17,9 @@ import {
   tasksHead,
 } from "./tasks_table";
 
-const LIVE_REFRESH_MS = 30_000; // with the events: a safety net only
-const POLL_MS = 3000; // without them
+const POLL_MS = 3000; // the list, without the stream's events
+const TASK_POLL_MS = 2000; // one task, without them
+const TASK_REFRESH_MS = 30_000; // one task, with them: a safety net only
 const TICK_MS = 1000; // running tasks' durations
 const SHOWN_TASKS = 500;
 // The newest this many are fetched (and filtered here); the master keeps every task.
@@ -30,15 +27,6 @@ const FETCHED_TASKS = 5000;
 const OUTPUT_CHUNK = 65536;
 const OUTPUT_WAIT_S = 10;
 const MAX_LOG_CHARS = 512 * 1024; // the page keeps the last half MiB of a task's output
-
-function isTask(value: Record<string, unknown>): value is Record<string, unknown> & Task {
-  return (
-    typeof value.task_id === "string" &&
-    typeof value.status === "string" &&
-    typeof value.worker_id === "string" &&
-    typeof value.submitted_at === "number"
-  );
-}
 
 export class TasksView {
   readonly root: HTMLElement;
@@ -49,24 +37,14 @@ export class TasksView {
   private readonly body = el("tbody");
   private readonly table = el("table", { class: "tasks" }, tasksHead(true), this.body);
   private readonly empty = el("p", { class: "empty" }, "No tasks.");
-  private timer: number | undefined;
-  private timerMs = 0;
+  private readonly source: LiveTaskList;
   private ticker: number | undefined;
-  private frame: number | undefined;
-  private stopEvents: (() => void) | null = null;
-  private closed = false;
-  private live = false; // the stream's task events come
-  private loaded = false;
-  private tasks: Task[] = []; // newest first
-  private listStatus = ""; // the state filter of the list in `tasks`
-  private generation = 0; // of the latest load: an older answer is dropped
-  private readonly recording = new Set<Task[]>(); // events that came during each load
   private rows = new Map<string, { task: Task; row: HTMLTableRowElement }>();
   private rowsAdmin = false;
 
   constructor(
     private readonly admin: () => boolean,
-    private readonly topics: TopicSource,
+    topics: TopicSource,
   ) {
     this.statusSelect = el(
       "select",
@@ -89,122 +67,54 @@ export class TasksView {
       this.line,
       this.list,
     );
-    this.statusSelect.addEventListener("change", () => void this.load());
+    this.source = new LiveTaskList(
+      topics,
+      {
+        selection: () => this.selection(),
+        changed: () => this.render(),
+        failed: (message) => {
+          this.line.textContent = message;
+        },
+        liveChanged: (live) => {
+          this.root.dataset.live = String(live);
+        },
+      },
+      POLL_MS,
+    );
+    this.statusSelect.addEventListener("change", () => void this.source.load());
     this.filterInput.addEventListener("input", () => this.render());
   }
 
   mount(parent: HTMLElement): void {
     parent.replaceChildren(this.root);
-    this.every(POLL_MS); // until the stream answers
     this.ticker = window.setInterval(() => this.tick(), TICK_MS);
-    this.stopEvents = this.topics.subscribe("tasks", {
-      ready: () => {
-        this.setLive(true);
-        void this.load(); // from now on no event is missed
-      },
-      lost: () => {
-        this.setLive(false);
-        if (!this.loaded) void this.load();
-      },
-      event: (event) => this.onEvent(event),
-    });
+    this.source.start();
   }
 
   unmount(): void {
-    this.closed = true;
-    this.stopEvents?.();
-    this.stopEvents = null;
-    window.clearInterval(this.timer);
+    this.source.stop();
     window.clearInterval(this.ticker);
-    if (this.frame !== undefined) cancelAnimationFrame(this.frame);
   }
 
-  private setLive(live: boolean): void {
-    this.live = live;
-    this.root.dataset.live = String(live);
-    this.every(live ? LIVE_REFRESH_MS : POLL_MS);
-  }
-
-  private every(ms: number): void {
-    if (this.closed || ms === this.timerMs) return;
-    window.clearInterval(this.timer);
-    this.timerMs = ms;
-    this.timer = window.setInterval(() => void this.load(), ms);
-  }
-
-  private async load(): Promise<void> {
+  private selection(): TaskSelection {
     const status = this.statusSelect.value;
-    const generation = ++this.generation;
-    const during: Task[] = [];
-    this.recording.add(during);
-    try {
-      const query = `limit=${FETCHED_TASKS}${status ? `&status=${status}` : ""}`;
-      const tasks = await getJson<Task[]>(`/api/tasks?${query}`);
-      if (generation !== this.generation || this.closed) return;
-      tasks.reverse();
-      this.tasks = tasks;
-      this.listStatus = status;
-      this.loaded = true;
-      // An event that came while the list was on its way may be newer than the list.
-      for (const task of during) this.apply(task);
-      this.render();
-    } catch (error) {
-      if (generation === this.generation) {
-        this.line.textContent = error instanceof Error ? error.message : String(error);
-      }
-    } finally {
-      this.recording.delete(during);
-    }
-  }
-
-  private onEvent(event: Record<string, unknown>): void {
-    if (!isTask(event)) return;
-    for (const during of this.recording) during.push(event);
-    if (!this.loaded) return;
-    this.apply(event);
-    this.schedule();
-  }
-
-  /** Puts the task of an event in the list: in its place, or where its submission time
-   *  says (newest first); out of it when the state filter no longer keeps it. */
-  private apply(task: Task): void {
-    const index = this.tasks.findIndex((t) => t.task_id === task.task_id);
-    const kept = !this.listStatus || task.status === this.listStatus;
-    if (index >= 0) {
-      if (kept) this.tasks[index] = task;
-      else this.tasks.splice(index, 1);
-      return;
-    }
-    if (!kept) return;
-    let at = this.tasks.findIndex((t) => t.submitted_at <= task.submitted_at);
-    if (at < 0) {
-      if (this.tasks.length >= FETCHED_TASKS) return; // older than every task fetched
-      at = this.tasks.length;
-    }
-    this.tasks.splice(at, 0, task);
-    if (this.tasks.length > FETCHED_TASKS) this.tasks.pop();
-  }
-
-  /** One redraw per animation frame, however many events came in between. */
-  private schedule(): void {
-    if (this.frame !== undefined || this.closed) return;
-    this.frame = requestAnimationFrame(() => {
-      this.frame = undefined;
-      this.render();
-    });
+    return {
+      query: `limit=${FETCHED_TASKS}${status ? `&status=${status}` : ""}`,
+      keeps: (task) => !status || task.status === status,
+      limit: FETCHED_TASKS,
+    };
   }
 
   private onAction = (line: string): void => {
     this.line.textContent = line;
-    if (this.live) this.schedule(); // the task's event brings its new state
-    else void this.load();
+    if (!this.source.live) void this.source.load(); // else the task's event brings its state
   };
 
   /** Redraws the rows whose task changed; the others (and a button under the pointer)
    *  stay the same elements. */
   private render(): void {
     const filter = this.filterInput.value.trim().toLowerCase();
-    const shown = this.tasks
+    const shown = this.source.tasks
       .filter((t) => !filter || t.task_id.toLowerCase().includes(filter) || t.worker_id.toLowerCase().includes(filter))
       .slice(0, SHOWN_TASKS);
     if (!shown.length) {
@@ -257,6 +167,9 @@ export class TaskView {
   private task: Task | null = null;
   private closed = false;
   private timer: number | undefined;
+  private timerMs = 0;
+  private stopEvents: (() => void) | null = null;
+  private readonly recording = new Set<Task[]>(); // events that came during each read
   private abort = new AbortController();
   private streaming = false;
   private text = "";
@@ -264,10 +177,11 @@ export class TaskView {
   constructor(
     private readonly taskId: string,
     private readonly admin: () => boolean,
+    private readonly topics: TopicSource,
   ) {
     this.root = el(
       "section",
-      { class: "task", "data-task-id": taskId },
+      { class: "task", "data-task-id": taskId, "data-live": "false" },
       el("h1", {}, el("a", { href: "#/tasks" }, "Tasks"), " / ", taskId),
       this.figures,
       this.actions,
@@ -278,30 +192,79 @@ export class TaskView {
     );
   }
 
+  /** The task is read once, then follows the stream's `tasks` events (read again when
+   *  they start to flow, every 30 s, and every 2 s while they do not). */
   mount(parent: HTMLElement): void {
     parent.replaceChildren(this.root);
     void this.refresh().then(() => void this.tail());
-    this.timer = window.setInterval(() => void this.refresh(), 2000);
+    this.every(TASK_POLL_MS);
+    this.stopEvents = this.topics.subscribe("tasks", {
+      ready: () => {
+        this.setLive(true);
+        void this.refresh(); // from now on no change is missed
+      },
+      lost: () => this.setLive(false),
+      event: (event) => this.onEvent(event),
+    });
   }
 
   unmount(): void {
     this.closed = true;
     this.abort.abort();
+    this.stopEvents?.();
+    this.stopEvents = null;
     window.clearInterval(this.timer);
   }
 
+  private setLive(live: boolean): void {
+    this.root.dataset.live = String(live);
+    this.every(live ? TASK_REFRESH_MS : TASK_POLL_MS);
+  }
+
+  private every(ms: number): void {
+    if (this.closed || ms === this.timerMs) return;
+    window.clearInterval(this.timer);
+    this.timerMs = ms;
+    this.timer = window.setInterval(() => void this.refresh(), ms);
+  }
+
   private async refresh(): Promise<void> {
+    const during: Task[] = [];
+    this.recording.add(during);
     try {
       this.task = await getJson<Task>(`/api/tasks/${encodeURIComponent(this.taskId)}`);
     } catch (error) {
       this.line.textContent = error instanceof Error ? error.message : String(error);
       return;
+    } finally {
+      this.recording.delete(during);
     }
     if (this.closed) return;
+    // An event that came while the task was on its way may be newer than the read.
+    for (const event of during) this.apply(event);
     this.render();
     if (!this.streaming && this.task.logs !== undefined && this.task.logs !== this.text) {
       this.setText(this.task.logs);
     }
+  }
+
+  private onEvent(event: Record<string, unknown>): void {
+    if (!isTask(event) || event.task_id !== this.taskId) return;
+    for (const during of this.recording) during.push(event);
+    if (this.task === null) return;
+    const ended = TERMINAL_STATUSES.has(event.status) && !TERMINAL_STATUSES.has(this.task.status);
+    this.apply(event);
+    this.render();
+    // A worker that does not stream its output reports its logs with its result; the
+    // events carry no logs: read them.
+    if (ended && !this.streaming) void this.refresh();
+  }
+
+  /** The task of an event, with the logs of the last read (events carry none). */
+  private apply(event: Task): void {
+    if (this.task === null) return;
+    const { logs, logs_truncated } = this.task;
+    this.task = { ...event, logs, logs_truncated };
   }
 
   private render(): void {

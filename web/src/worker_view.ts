@@ -1,5 +1,6 @@
 // One worker: its figures, live charts that start from the stored history
-// (GET /api/workers/{id}/history) and extend from the stream, and its tasks.
+// (GET /api/workers/{id}/history) and extend from the stream, and its tasks (live from
+// the stream's task events: task_list.ts).
 
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
@@ -7,12 +8,16 @@ import "uplot/dist/uPlot.min.css";
 import { ApiError, getJson } from "./api";
 import { type Cluster, stateOf } from "./cluster";
 import { ago, bytes, el, figure, percent } from "./format";
-import { type Task, tasksTable } from "./tasks_table";
+import type { TopicSource } from "./stream";
+import { LiveTaskList } from "./task_list";
+import { tasksTable } from "./tasks_table";
 
 const HISTORY_SECONDS = 3600;
 const HISTORY_POINTS = 300;
 const MAX_POINTS = 2000;
 const METRICS = ["cpu_usage", "memory_usage", "gpu_usage"] as const;
+const SHOWN_TASKS = 200; // the newest of the worker's tasks
+const TASK_POLL_MS = 3000; // without the stream's task events
 
 interface History {
   t: number[];
@@ -46,14 +51,15 @@ export class WorkerView {
   private data: [number[], (number | null)[], (number | null)[], (number | null)[]] = [[], [], [], []];
   private historyPoints = 0;
   private unlisten: () => void = () => {};
-  private timer: number | undefined;
   private closed = false;
   private info: WorkerInfo | null = null;
+  private readonly tasks: LiveTaskList;
 
   constructor(
     private readonly cluster: Cluster,
     private readonly workerId: string,
     private readonly admin: () => boolean,
+    topics: TopicSource,
   ) {
     this.root = el(
       "section",
@@ -67,6 +73,24 @@ export class WorkerView {
       this.taskLine,
       this.taskBox,
     );
+    this.tasks = new LiveTaskList(
+      topics,
+      {
+        selection: () => ({
+          query: `worker_id=${encodeURIComponent(workerId)}&limit=${SHOWN_TASKS}`,
+          keeps: (task) => task.worker_id === workerId, // a retry placed elsewhere leaves
+          limit: SHOWN_TASKS,
+        }),
+        changed: () => this.renderTasks(),
+        failed: (message) => {
+          this.taskLine.textContent = message;
+        },
+        liveChanged: (live) => {
+          this.taskBox.dataset.live = String(live);
+        },
+      },
+      TASK_POLL_MS,
+    );
   }
 
   mount(parent: HTMLElement): void {
@@ -78,15 +102,14 @@ export class WorkerView {
     this.onTelemetry();
     void this.loadHistory();
     void this.loadInfo();
-    void this.loadTasks();
-    this.timer = window.setInterval(() => void this.loadTasks(), 3000);
+    this.tasks.start();
     window.addEventListener("resize", this.onResize);
   }
 
   unmount(): void {
     this.closed = true;
     this.unlisten();
-    window.clearInterval(this.timer);
+    this.tasks.stop();
     window.removeEventListener("resize", this.onResize);
     this.chart?.destroy();
   }
@@ -174,22 +197,17 @@ export class WorkerView {
     }
   }
 
-  private async loadTasks(): Promise<void> {
-    try {
-      const tasks = await getJson<Task[]>(`/api/tasks?worker_id=${encodeURIComponent(this.workerId)}`);
-      if (this.closed) return;
-      tasks.reverse(); // newest first
-      this.taskBox.replaceChildren(
-        tasks.length
-          ? tasksTable(tasks.slice(0, 200), this.admin(), (line) => {
-              this.taskLine.textContent = line;
-              void this.loadTasks();
-            }, false)
-          : el("p", { class: "empty" }, "No tasks."),
-      );
-    } catch (error) {
-      this.taskLine.textContent = error instanceof Error ? error.message : String(error);
-    }
+  private renderTasks(): void {
+    if (this.closed) return;
+    const tasks = this.tasks.tasks;
+    this.taskBox.replaceChildren(
+      tasks.length
+        ? tasksTable(tasks, this.admin(), (line) => {
+            this.taskLine.textContent = line;
+            if (!this.tasks.live) void this.tasks.load(); // else the task's event comes
+          }, false)
+        : el("p", { class: "empty" }, "No tasks."),
+    );
   }
 
   private onTelemetry(): void {

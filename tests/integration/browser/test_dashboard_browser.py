@@ -4,7 +4,8 @@ real workers (secure mode: HTTPS, tokens, joined workers).
 The page must load with no console error, show a new worker within 2 s of its first
 heartbeat, show a killed worker inactive, draw a worker's stored history, tail a running
 task's output as it grows, show a new task on the tasks page from the stream's events
-(no new read of the list), say when a failed task's next attempt starts, let an admin
+(no new read of the list), follow a task's state on its page and a worker's tasks on
+its page from the same events, say when a failed task's next attempt starts, let an admin
 cancel a task (a read token is told no), and reconnect by itself when the master
 restarts.
 Screenshots of the overview and of a worker's page are left in build/dashboard/.
@@ -273,14 +274,14 @@ def test_a_task_waiting_for_its_next_attempt_shows_when(chromium: Any, cluster: 
     api.cancel(task_id)
 
 
-def task_list_reads(driver: Any) -> int:
-    """The page's finished reads of the task list (GET /api/tasks), from the browser's
-    own record of its requests since the page loaded."""
+def task_list_reads(driver: Any, path: str = "/api/tasks") -> int:
+    """The page's finished reads of ``path`` (the task list by default), from the
+    browser's own record of its requests since the page loaded."""
     script = (
         "return performance.getEntriesByType('resource')"
-        ".filter(e => new URL(e.name).pathname === '/api/tasks').length"
+        ".filter(e => new URL(e.name).pathname === arguments[0]).length"
     )
-    return int(driver.execute_script(script))
+    return int(driver.execute_script(script, path))
 
 
 def test_tasks_page_shows_a_new_task_from_the_stream_without_reading_the_list_again(
@@ -306,6 +307,35 @@ def test_tasks_page_shows_a_new_task_from_the_stream_without_reading_the_list_ag
     assert task_list_reads(chromium) == reads
     assert admin_client(cluster.master).task(task_id).status == "success"
     assert console_errors(chromium) == []
+
+
+def test_a_task_page_and_a_worker_page_follow_the_task_events_without_polling(
+    chromium: Any, cluster: Cluster
+) -> None:
+    """Without the events a task's page reads the task every 2 s and a worker's page its
+    tasks every 3 s; with them, a task that runs for 3 s and ends shows its new state on
+    both pages with no further read (the test counts the pages' reads)."""
+    api = admin_client(cluster.master)
+    open_dashboard(chromium, cluster)
+    go(chromium, "#/worker/w1")
+    wait_css(chromium, "#worker-tasks[data-live='true']", 10)
+    wait_until(lambda: task_list_reads(chromium) >= 1, 5, "the page's read of the tasks")
+    reads = task_list_reads(chromium)
+    task_id = submit(cluster, "import time\ntime.sleep(3)\nprint('done')")
+    wait_css(chromium, f"#worker-tasks tr[data-task-id='{task_id}'][data-status='success']", 20)
+    assert task_list_reads(chromium) == reads
+
+    task_id = submit(cluster, "import time\ntime.sleep(3)\nprint('done')")
+    path = f"/api/tasks/{task_id}"
+    open_dashboard(chromium, cluster)  # a new page: its own record of requests
+    go(chromium, f"#/tasks/{task_id}")
+    wait_css(chromium, f".task[data-task-id='{task_id}'][data-live='true']", 10)
+    wait_until(lambda: task_list_reads(chromium, path) >= 2, 5, "the reads at start and live")
+    reads = task_list_reads(chromium, path)
+    wait_css(chromium, ".task[data-status='success']", 20)
+    assert wait_css(chromium, "[data-figure='Exit code'] b").text == "0"
+    assert task_list_reads(chromium, path) == reads
+    assert api.task(task_id).status == "success"
 
 
 def test_the_page_reconnects_by_itself_after_a_master_restart(
