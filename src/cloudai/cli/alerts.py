@@ -20,8 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from cloudai.alerts import views as alert_views
 from cloudai.alerts.rules import Matcher, RuleError, parse_duration
+from cloudai.api.errors import describe
 from cloudai.api.models import (
     Alert,
     AlertEvent,
@@ -31,7 +34,14 @@ from cloudai.api.models import (
     SilenceMatcher,
     SilenceRequest,
 )
-from cloudai.cli.admin import EXIT_USAGE, call_api, connection_options, output_options, plain_rows
+from cloudai.cli.admin import (
+    EXIT_USAGE,
+    call_api,
+    connection_options,
+    output_options,
+    plain_rows,
+    print_error,
+)
 
 SUMMARY = "alerts: current alerts, history, rules and silences"
 STATES = ("pending", "firing", "resolved")
@@ -45,6 +55,16 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"a duration must be more than 0, got {text!r}")
     return seconds
+
+
+def _rule_duration(text: str) -> str:
+    """--for and --repeat: checked here (a bad one is bad usage, as --duration's), sent
+    as written; the master checks the range."""
+    try:
+        parse_duration(text)
+    except RuleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _matcher(text: str) -> Matcher:
@@ -117,11 +137,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--op", dest="comparison", choices=(">", ">=", "<", "<="), help="default >")
     p.add_argument("--threshold", type=float)
     p.add_argument("--resolve", type=float, metavar="VALUE", help="resolve threshold (hysteresis)")
-    p.add_argument("--for", dest="for_", metavar="DURATION", help="e.g. 30s, 5m")
+    p.add_argument(
+        "--for", dest="for_", type=_rule_duration, metavar="DURATION", help="e.g. 30s, 5m"
+    )
     p.add_argument("--severity", choices=("info", "warning", "critical"), default="warning")
     p.add_argument("--workers", default="all", help='"all", a glob (gpu-*) or ID,ID,...')
     p.add_argument("--label", type=_label, action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--repeat", metavar="DURATION", help="re-send a firing alert this often (1h)")
+    p.add_argument(
+        "--repeat",
+        type=_rule_duration,
+        metavar="DURATION",
+        help="re-send a firing alert this often (1h)",
+    )
     p.add_argument("--summary", default="", help="a line for notifications ({worker_id}, {value})")
     p = add(rule_commands, "delete", "delete an alert rule made through the API", run_rule_delete)
     p.add_argument("name", metavar="NAME")
@@ -245,7 +272,11 @@ def run_rule_add(args: argparse.Namespace) -> int:
     if args.kind == "threshold" and (args.metric is None or args.threshold is None):
         sys.stderr.write("error: a threshold rule needs --metric and --threshold\n")
         return EXIT_USAGE
-    spec = AlertRuleSpec.model_validate(fields, strict=False)
+    try:
+        spec = AlertRuleSpec.model_validate(fields, strict=False)
+    except ValidationError as exc:  # an empty NAME, --threshold nan, a summary too long...
+        print_error(describe(exc, AlertRuleSpec))
+        return EXIT_USAGE
     return call_api(
         args,
         lambda c: c.add_alert_rule(spec),
