@@ -151,6 +151,8 @@ class AlertService:
         self._file_rules: list[Rule] = []
         self._api_rules: dict[str, Rule] = {}
         self._history: list[AlertEventRecord] = []
+        # One write at a time: a read of the history waits for a write under way.
+        self._history_lock = asyncio.Lock()
         self._history_wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Callable[[], None] | None = None
@@ -311,17 +313,18 @@ class AlertService:
             await asyncio.sleep(0.05)  # gather what arrives together into one write
 
     async def _write_history(self) -> int:
-        batch, self._history = self._history, []
-        if not batch or self.store is None:
-            return 0
-        try:
-            await asyncio.to_thread(self.store.add_alert_events, batch)
-        except StoreError as exc:
-            self.stats.history_failures += 1
-            log.error("alert history: %d transition(s) not stored: %s", len(batch), exc)
-            return 0
-        self.stats.history_written += len(batch)
-        return len(batch)
+        async with self._history_lock:
+            batch, self._history = self._history, []
+            if not batch or self.store is None:
+                return 0
+            try:
+                await asyncio.to_thread(self.store.add_alert_events, batch)
+            except StoreError as exc:
+                self.stats.history_failures += 1
+                log.error("alert history: %d transition(s) not stored: %s", len(batch), exc)
+                return 0
+            self.stats.history_written += len(batch)
+            return len(batch)
 
     async def history_flushed(self) -> None:
         """Write what is queued for the history now (tests, and before a history read)."""

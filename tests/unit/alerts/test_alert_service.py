@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -138,3 +140,47 @@ async def test_worker_not_seen_uses_the_telemetry_s_unknown_workers(tmp_path: Pa
     clock.now += 10
     service.tick()
     assert [(e["rule"], e["worker_id"]) for e in events] == [("missing", "w2")]
+
+
+class SlowHistoryStore:
+    """Only what the service asks of a store here; its write of the history waits until
+    the test lets it go (a commit under way in the store's thread)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.writing = threading.Event()
+        self.go = threading.Event()
+
+    def list_alert_rules(self) -> list[Any]:
+        return []
+
+    def list_silences(self) -> list[Any]:
+        return []
+
+    def add_alert_events(self, batch: list[Any]) -> None:
+        self.writing.set()
+        assert self.go.wait(10)
+        self.events.extend(batch)
+
+    def list_alert_events(self, rule: str | None, worker_id: str | None, limit: int) -> list[Any]:
+        return list(self.events)
+
+
+async def test_a_history_read_waits_for_a_write_under_way(tmp_path: Path) -> None:
+    """A transition already sent (to the topic, a webhook) is in a history read made after
+    it, also while the history loop's write of it is still being committed."""
+    store = SlowHistoryStore()
+    path = tmp_path / "rules.toml"
+    path.write_text(RULES)
+    service = AlertService(store, rules_file=path, webhook_senders=[])  # type: ignore[arg-type]
+    await service.load()
+    service.on_telemetry(WorkerTelemetry("w1", cpu_usage=95), TelemetryEvent.UPDATE)
+    write = asyncio.create_task(service.history_flushed())  # as the history loop does
+    assert await asyncio.to_thread(store.writing.wait, 10)
+    read = asyncio.create_task(service.history())
+    # Nothing lets the write finish: a read that does not wait for it answers at once.
+    done, _ = await asyncio.wait({read}, timeout=0.5)
+    assert not done
+    store.go.set()
+    await write
+    assert [e.rule for e in await read] == ["high-cpu"]
