@@ -184,7 +184,8 @@ async def test_a_restarted_master_calls_all_its_workers_back(tmp_path: Path) -> 
                 return await active_since(http, 0) == everyone
 
             await async_wait_until(all_active, 30, "40/40 workers active")
-        assert all(master_calls(p, flow[w]) == 1 for w, p in by_id.items())
+        # At least once each (a worker slow to register anew is called again).
+        assert all(master_calls(p, flow[w]) >= 1 for w, p in by_id.items())
 
         grpc_port, http_port = master.ready["grpc_port"], master.ready["http_port"]
         master.kill()  # SIGKILL

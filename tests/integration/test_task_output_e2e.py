@@ -76,7 +76,7 @@ def logs_command(master: Process, *args: str) -> list[str]:
 
 def test_output_shows_while_the_task_runs(cluster: tuple[Process, Process, Any]) -> None:
     _master, _worker, api = cluster
-    task = api.submit("w1", command=TICKS.format(n=15, every=0.2))
+    task = api.submit("w1", command=TICKS.format(n=30, every=0.2))  # 6 s
     first = wait_until(lambda: api.output(task.task_id, wait=5).data or None, 15, "output")
     assert first.startswith(b"0 ")
     # It is not over: the task still runs and the output says so.
@@ -84,7 +84,7 @@ def test_output_shows_while_the_task_runs(cluster: tuple[Process, Process, Any])
     assert not api.output(task.task_id).complete
     last = wait_until(lambda: (c := api.output(task.task_id)).complete and c, 20, "the end")
     lines = last.data.decode().splitlines()
-    assert [int(line.split()[0]) for line in lines] == list(range(15))
+    assert [int(line.split()[0]) for line in lines] == list(range(30))
     assert last.size == last.next_offset == len(last.data) and not last.truncated
 
 

@@ -267,6 +267,10 @@ async def compressed() -> None:
         # Worker n last changed at the last tick t <= 100 with t % 5 == n % 5.
         expected = {w: float(100 - (100 - n) % 5) for n, w in enumerate(workers)}
         await wait_for(reader.has(expected), "every worker's latest state")
+        # A frame is counted sent once its write drained: wait for the last one.
+        await wait_for(
+            lambda: hub.stats.compressed_sends == client.frames_sent, "the last frame sent"
+        )
         assert client.direct_sends > 0
         assert hub.stats.compressed_sends == client.frames_sent == len(reader.frames)
         # Compressed on the wire: fewer bytes than the JSON the client read.

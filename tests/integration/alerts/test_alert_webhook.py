@@ -61,7 +61,8 @@ async def test_retries_until_the_webhook_answers(
     sender.start()
     try:
         sender.offer([alert(1), alert(2)])
-        await async_wait_until(lambda: received, 10, "the post after two failures")
+        # The count goes up once the receiver's answer is read: wait on it.
+        await async_wait_until(lambda: sender.stats.sent == 2, 10, "the post after two failures")
         assert received == [[alert(1), alert(2)]]  # one list, as Alertmanager takes it
         assert sender.stats.failed_posts == 2 and sender.stats.sent == 2
     finally:

@@ -216,7 +216,7 @@ async def test_sigterm_drains_then_stops_and_removes_containers(
 ) -> None:
     """As docs/WORKER.md says: running tasks get --drain-timeout seconds, then are
     cancelled (docker stop); every result is delivered; no container is left."""
-    worker = await docker_worker("--drain-timeout", "2", "--kill-grace", "2")
+    worker = await docker_worker("--drain-timeout", "8", "--kill-grace", "2")
     finishes = unique("drain-ok")
     waits_for_go = (
         "echo started; while [ ! -e /cloudai/task/go ]; do sleep 0.05; done; echo finished"

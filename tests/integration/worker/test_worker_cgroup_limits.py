@@ -147,8 +147,9 @@ async def test_a_time_limit_stops_the_task_and_says_timed_out(
         ack = await rpc.MasterWorkerStub(channel).AssignTask(task, timeout=5)
     assert ack.success, ack.message
     assigned = time.monotonic()
-    # The limit is 2 s and SIGTERM ends `sleep` at once: the result comes within 3 s.
-    result = await eventually(lambda: master.result("t1"), 3.0, "the result of t1")
+    # The limit is 2 s and SIGTERM ends `sleep` at once; the lower bound below shows the
+    # limit was applied (the wait's bound leaves room for a loaded machine).
+    result = await eventually(lambda: master.result("t1"), 15.0, "the result of t1")
     assert time.monotonic() - assigned >= 2.0
     assert (result.status, result.reason, result.attempt, result.exit_code) == (
         "failure",

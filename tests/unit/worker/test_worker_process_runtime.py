@@ -102,8 +102,9 @@ async def test_cancel_kills_the_whole_process_tree(tmp_path: Path) -> None:
         lambda: (tmp_path / "stubborn.ready").exists() and (tmp_path / "escaped.ready").exists(),
         what="the process tree to start",
     )
+    # The shell forks `sleep 60` on its own time: wait for the whole tree.
+    await wait_for(lambda: len(handle.tree()) >= 4, what="the shell's sleep")
     pids = [p.pid for p in handle.tree()]
-    assert len(pids) >= 4
     started = time.monotonic()
     await asyncio.wait_for(handle.cancel(0.5), 10)
     outcome = await asyncio.wait_for(handle.wait(), 10)
