@@ -493,6 +493,68 @@ def tasks_table(tasks: Iterable[Mapping[str, Any]], now: float) -> RenderableTyp
     return KeepIds(table)
 
 
+def _run_time(started: Any, finished: Any, now: float) -> str:
+    start = finite(started)
+    if start is None:
+        return UNKNOWN
+    end = finite(finished)
+    return format_age((now if end is None else end) - start)
+
+
+def task_detail(task: Mapping[str, Any], now: float) -> RenderableType:
+    """One task: its figures, then its earlier runs (a task that was run again)."""
+    task_id = str(task.get("task_id", "?"))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(min_width=cell_len(task_id))
+    exit_code = task.get("exit_code")
+    requested = ", ".join(
+        f"{label} {format_amount(task.get(name))}"
+        for label, name in (("CPU", "req_cpu"), ("memory GB", "req_memory"),
+                            ("storage GB", "req_storage"), ("GPU", "req_gpu"))
+        if finite(task.get(name))
+    )  # fmt: skip
+    time_limit = finite(task.get("time_limit"))
+    rows: list[tuple[str, RenderableType]] = [
+        ("Task", plain(task_id)),
+        ("Worker", plain(task.get("worker_id", "?"))),
+        ("Status", task_status_cell(task, now)),
+        ("What", plain(task_what(task))),
+        ("Requested", plain(requested or "nothing")),
+        ("Submitted", ago(task.get("submitted_at"), now)),
+        ("Started", UNKNOWN if task.get("started_at") is None else ago(task["started_at"], now)),
+        ("Ran", _run_time(task.get("started_at"), task.get("finished_at"), now)),
+        ("Exit code", UNKNOWN if exit_code is None else str(exit_code)),
+        ("Message", plain(task.get("message") or UNKNOWN)),
+        ("Time limit", format_age(time_limit) if time_limit else "none"),
+    ]
+    for label, value in rows:
+        grid.add_row(label, value)
+    attempts = task.get("attempts") or []
+    if not attempts:
+        return KeepIds(grid)
+    runs = Table(title="Earlier attempts", title_justify="left")
+    runs.add_column("#", justify="right")
+    id_column(runs, "Worker", [str(a.get("worker_id", "?")) for a in attempts])
+    runs.add_column("Status", overflow="fold")
+    runs.add_column("Exit", justify="right")
+    runs.add_column("Ran", justify="right")
+    runs.add_column("Ended", justify="right")
+    runs.add_column("Message", overflow="ellipsis", max_width=50)
+    for run in attempts:
+        code = run.get("exit_code")
+        runs.add_row(
+            str(run.get("attempt", "?")),
+            plain(run.get("worker_id", "?")),
+            status_text(str(run.get("status", "?"))),
+            UNKNOWN if code is None else str(code),
+            _run_time(run.get("started_at"), run.get("finished_at"), now),
+            ago(run.get("finished_at"), now),
+            plain(run.get("message") or ""),
+        )
+    return Group(KeepIds(grid), KeepIds(runs))
+
+
 def status_panel(summary: Mapping[str, Any]) -> RenderableType:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)

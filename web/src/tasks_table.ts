@@ -4,6 +4,16 @@
 import { ApiError, learnedReadOnly, postJson } from "./api";
 import { duration, el } from "./format";
 
+export interface TaskAttempt {
+  attempt: number;
+  worker_id: string;
+  status: string;
+  message: string;
+  exit_code: number | null;
+  started_at: number | null;
+  finished_at: number;
+}
+
 export interface Task {
   task_id: string;
   worker_id: string;
@@ -18,6 +28,7 @@ export interface Task {
   retries?: number;
   attempt?: number;
   retry_at?: number | null; // queued for its next attempt: handed over then
+  attempts?: TaskAttempt[]; // earlier runs that failed, timed out or were lost
   logs?: string;
   logs_truncated?: boolean;
 }

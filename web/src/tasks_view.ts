@@ -11,6 +11,7 @@ import {
   ACTIVE_STATUSES,
   TERMINAL_STATUSES,
   type Task,
+  type TaskAttempt,
   cancelButton,
   taskDuration,
   taskRow,
@@ -160,6 +161,7 @@ export class TasksView {
 export class TaskView {
   readonly root: HTMLElement;
   private readonly figures = el("div", { class: "figures" });
+  private readonly attempts = el("div", { id: "attempts" });
   private readonly actions = el("div", { class: "actions" });
   private readonly line = el("p", { class: "line", id: "task-line" });
   private readonly log = el("pre", { class: "log", id: "log" });
@@ -184,6 +186,7 @@ export class TaskView {
       { class: "task", "data-task-id": taskId, "data-live": "false" },
       el("h1", {}, el("a", { href: "#/tasks" }, "Tasks"), " / ", taskId),
       this.figures,
+      this.attempts,
       this.actions,
       this.line,
       el("h2", {}, "Output"),
@@ -286,6 +289,7 @@ export class TaskView {
     if ((task.retries ?? 0) > 0) rows.push(["Attempt", `${task.attempt ?? 1} of ${(task.retries ?? 0) + 1}`]);
     if (task.retry_at != null) rows.push(["Next attempt", time(task.retry_at)]);
     this.figures.replaceChildren(...rows.map(([k, v]) => figure(k, v)));
+    this.renderAttempts(task.attempts ?? []);
     const cancellable = this.admin() && ACTIVE_STATUSES.has(task.status);
     if (cancellable && !this.actions.firstChild) {
       this.actions.append(
@@ -297,6 +301,39 @@ export class TaskView {
     } else if (!cancellable) {
       this.actions.replaceChildren();
     }
+  }
+
+  /** The earlier runs of a task that was run again: one row each. */
+  private renderAttempts(attempts: TaskAttempt[]): void {
+    const shown = this.attempts.dataset.count ?? "0";
+    if (shown === String(attempts.length)) return;
+    this.attempts.dataset.count = String(attempts.length);
+    if (!attempts.length) {
+      this.attempts.replaceChildren();
+      return;
+    }
+    const head = el(
+      "tr",
+      {},
+      ...["Attempt", "Worker", "State", "Exit", "Duration", "Ended", "Message"].map((h) => el("th", {}, h)),
+    );
+    const rows = attempts.map((a) =>
+      el(
+        "tr",
+        { "data-attempt": String(a.attempt), "data-status": a.status },
+        el("td", {}, String(a.attempt)),
+        el("td", {}, el("a", { href: `#/worker/${encodeURIComponent(a.worker_id)}` }, a.worker_id)),
+        el("td", {}, el("span", { class: "badge", "data-state": a.status }, a.status)),
+        el("td", {}, a.exit_code === null ? "–" : String(a.exit_code)),
+        el("td", {}, duration(a.started_at === null ? null : a.finished_at - a.started_at)),
+        el("td", {}, time(a.finished_at)),
+        el("td", { class: "ellipsis", title: a.message }, a.message || "–"),
+      ),
+    );
+    this.attempts.replaceChildren(
+      el("h2", {}, "Earlier attempts"),
+      el("table", { class: "tasks" }, el("thead", {}, head), el("tbody", {}, ...rows)),
+    );
   }
 
   private setText(text: string): void {

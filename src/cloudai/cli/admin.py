@@ -181,7 +181,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run it again up to N times when it fails, times out or is lost (default: 0)",
     )
 
-    p = add("tasks", "list tasks", run_tasks, True)
+    p = add("tasks", "list tasks, or show one", run_tasks, True)
+    p.add_argument(
+        "task_id",
+        nargs="?",
+        metavar="TASK_ID",
+        help="show only this task: its figures and earlier attempts",
+    )
     p.add_argument(
         "--status", choices=[s.value for s in TaskStatus], help="only tasks with this status"
     )
@@ -465,6 +471,13 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_tasks(args: argparse.Namespace) -> int:
+    if args.task_id:
+        return call_api(
+            args,
+            lambda c: c.task(args.task_id),
+            lambda t: views.task_detail(t.model_dump(mode="json"), time.time()),
+            lambda t: plain_tasks([t]),
+        )
     return call_api(
         args,
         lambda c: c.tasks(status=args.status, worker_id=args.worker, limit=args.limit),

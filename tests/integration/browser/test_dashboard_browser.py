@@ -259,8 +259,9 @@ def test_admin_cancels_a_task_from_the_page_a_read_token_is_offered_no_cancel(
 
 
 def test_a_task_waiting_for_its_next_attempt_shows_when(chromium: Any, cluster: Cluster) -> None:
-    """A failing task with retries: between runs its page says which attempt ran and
-    when the next one starts (the back-off doubles from 1 s: the fourth wait is 8 s)."""
+    """A failing task with retries: between runs its page says which attempt ran, when
+    the next one starts and how the earlier ones ended (the back-off doubles from 1 s:
+    the fourth wait is 8 s)."""
     command = f"{shlex.quote(sys.executable)} -c 'raise SystemExit(3)'"
     api = admin_client(cluster.master)
     task_id = api.submit("w1", command=command, retries=4).task_id
@@ -271,6 +272,9 @@ def test_a_task_waiting_for_its_next_attempt_shows_when(chromium: Any, cluster: 
     assert any(ch.isdigit() for ch in next_attempt.text), next_attempt.text  # a time
     attempt = wait_css(chromium, "[data-figure='Attempt'] b").text
     assert attempt.endswith(" of 5"), attempt
+    first = wait_css(chromium, "#attempts tr[data-attempt='1']", 10)
+    assert first.get_attribute("data-status") == "failure"
+    assert [c.text for c in first.find_elements("css selector", "td")][3] == "3"  # exit code
     api.cancel(task_id)
 
 

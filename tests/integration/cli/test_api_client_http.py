@@ -351,3 +351,38 @@ def test_status_and_tasks_tables(fake: FakeMaster, capsys: pytest.CaptureFixture
     code, out, _ = cloudai(capsys, "tasks", "--worker", "w1", "--url", fake.url)
     assert code == 0 and out == "no tasks\n"
     assert fake.requests[-1]["path"] == "/api/tasks?worker_id=w1"
+
+
+def test_one_task_with_its_earlier_attempts(
+    fake: FakeMaster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    earlier = {
+        "attempt": 1,
+        "worker_id": "w2",
+        "status": "failure",
+        "message": "exit code 3",
+        "exit_code": 3,
+        "started_at": 10.0,
+        "finished_at": 14.0,
+    }
+    task = {**TASK, "status": "queued", "retries": 2, "attempt": 2, "attempts": [earlier]}
+    fake.routes[("GET", "/api/tasks/t1")] = (200, {**task, "retry_at": 9e12, "logs": ""})
+    code, out, err = cloudai(capsys, "tasks", "t1", "--url", fake.url)
+    assert (code, err) == (0, "")
+    assert fake.requests[-1]["path"] == "/api/tasks/t1"
+    lines = out.splitlines()
+    assert any(line.startswith("Status") and "queued 2/3 retry in" in line for line in lines)
+    assert "Earlier attempts" in out
+    (run,) = [line for line in lines if "w2" in line]
+    assert [cell.strip() for cell in run.split("│")[1:-1]][:5] == [
+        "1",
+        "w2",
+        "failure",
+        "3",
+        "4.0s",
+    ]
+    code, out, _ = cloudai(capsys, "tasks", "t1", "--url", fake.url, "--plain")
+    header, row = out.splitlines()
+    assert header.startswith("task_id\tworker_id\tstatus") and row.startswith("t1\tw1\tqueued")
+    code, out, _ = cloudai(capsys, "tasks", "t1", "--url", fake.url, "--json")
+    assert json.loads(out)["attempts"] == [earlier]
