@@ -50,9 +50,17 @@ def build_dashboard() -> None:
     subprocess.run([npm, "run", "build", "--silent"], cwd=WEB, check=True)
 
 
+# Folders the dashboard's build writes: data only, shipped as packages of their own (a
+# fresh checkout has no such folder when the packages are found, before the build).
+WEB_PACKAGES = ("cloudai.web", "cloudai.web.assets")
+
+
 class BuildPyWithDashboard(build_py):
     def run(self) -> None:
         build_dashboard()
+        if BUILT.exists():
+            self.packages = list(self.packages or [])
+            self.packages += [p for p in WEB_PACKAGES if p not in self.packages]
         super().run()
 
 
