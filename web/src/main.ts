@@ -1,9 +1,10 @@
 // The dashboard's entry: the token (login form), the one telemetry stream, the
-// connection indicator, and a small hash router: #/ (overview), #/worker/ID, #/tasks,
-// #/tasks/ID.
+// connection indicator, the count of firing alerts, and a small hash router: #/
+// (overview), #/worker/ID, #/tasks, #/tasks/ID, #/alerts.
 
 import "./style.css";
 
+import { AlertsView, FiringCount } from "./alerts_view";
 import { checkAuth, clearToken, getToken, mayAdmin, setToken, takeTokenFromFragment } from "./api";
 import { Cluster } from "./cluster";
 import { el } from "./format";
@@ -20,11 +21,20 @@ interface View {
 const app = document.getElementById("app") as HTMLElement;
 const connection = document.getElementById("conn") as HTMLElement;
 const logout = document.getElementById("logout") as HTMLButtonElement;
+const firingBadge = document.getElementById("firing") as HTMLElement;
 
 const cluster = new Cluster();
 let current: View | null = null;
 let overview: OverviewView | null = null;
 let stream: TelemetryStream | null = null;
+let firing: FiringCount | null = null;
+
+function stopStream(): void {
+  firing?.stop();
+  firing = null;
+  stream?.stop();
+  stream = null;
+}
 
 function showConnection(state: Connection, detail: string): void {
   connection.dataset.state = state;
@@ -35,8 +45,7 @@ async function onDrop(): Promise<void> {
   // A WebSocket refused for its token looks like any failed connect: ask the API why.
   const check = await checkAuth();
   if (check === "bad-token" || check === "needs-token") {
-    stream?.stop();
-    stream = null;
+    stopStream();
     showLogin(check === "bad-token" ? "The master no longer accepts this token." : "");
   }
 }
@@ -52,9 +61,10 @@ function route(): void {
   if (parts[0] === "worker" && parts[1]) view = new WorkerView(cluster, parts[1], isAdmin, live);
   else if (parts[0] === "tasks" && parts[1]) view = new TaskView(parts[1], isAdmin, live);
   else if (parts[0] === "tasks") view = new TasksView(isAdmin, live);
+  else if (parts[0] === "alerts") view = new AlertsView(live);
   else view = overview ??= new OverviewView(cluster);
   for (const link of document.querySelectorAll<HTMLElement>("[data-nav]")) {
-    const page = parts[0] === "tasks" ? "tasks" : "overview";
+    const page = parts[0] === "tasks" || parts[0] === "alerts" ? parts[0] : "overview";
     link.classList.toggle("here", link.dataset.nav === page);
   }
   current = view;
@@ -110,12 +120,13 @@ async function start(): Promise<void> {
   cluster.clear();
   stream = new TelemetryStream(cluster, showConnection, () => void onDrop());
   stream.start();
+  firing = new FiringCount(stream, firingBadge);
+  firing.start();
   route();
 }
 
 logout.addEventListener("click", () => {
-  stream?.stop();
-  stream = null;
+  stopStream();
   clearToken();
   logout.hidden = true;
   showLogin("");
@@ -127,8 +138,7 @@ window.addEventListener("hashchange", () => {
     return;
   }
   takeTokenFromFragment(); // a new token: start over with it
-  stream?.stop();
-  stream = null;
+  stopStream();
   void start();
 });
 takeTokenFromFragment();

@@ -5,7 +5,8 @@ The page must load with no console error, show a new worker within 2 s of its fi
 heartbeat, show a killed worker inactive, draw a worker's stored history, tail a running
 task's output as it grows, show a new task on the tasks page from the stream's events
 (no new read of the list), follow a task's state on its page and a worker's tasks on
-its page from the same events, say when a failed task's next attempt starts, let an admin
+its page from the same events, show a firing alert on the alerts page and beside its
+link, say when a failed task's next attempt starts, let an admin
 cancel a task (a read token is told no), and reconnect by itself when the master
 restarts.
 Screenshots of the overview and of a worker's page are left in build/dashboard/.
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from cloudai.api.models import AlertRuleSpec
 from cloudai.security.tokens import Scope
 from tests.harness import REPO, Process, admin_client, start_master, start_worker, wait_until
 from tests.integration.browser.chromium import require_browser
@@ -340,6 +342,38 @@ def test_a_task_page_and_a_worker_page_follow_the_task_events_without_polling(
     assert wait_css(chromium, "[data-figure='Exit code'] b").text == "0"
     assert task_list_reads(chromium, path) == reads
     assert api.task(task_id).status == "success"
+
+
+def test_alerts_page_and_the_firing_count_follow_the_alert_events(
+    chromium: Any, cluster: Cluster
+) -> None:
+    """An alert that fires shows on the alerts page, in its history and as the count
+    beside the Alerts link; the rule deleted, it resolves (in the history) and goes.
+    Each shows within 5 s of a read: the page reads every 10 s, so it came from the
+    stream's alert events."""
+    api = admin_client(cluster.master)
+    open_dashboard(chromium, cluster)
+    go(chromium, "#/alerts")
+    wait_css(chromium, ".alerts-page[data-live='true']", 10)
+    wait_css(chromium, "#alerts .empty, #alerts table", 5)
+    assert wait_css(chromium, "#firing").get_attribute("data-firing") == "0"
+    reads = task_list_reads(chromium, "/api/alerts")
+    wait_until(lambda: task_list_reads(chromium, "/api/alerts") > reads, 15, "a read")
+    rule = {"name": "browser-busy", "metric": "cpu_usage", "comparison": ">=", "threshold": 0}
+    api.add_alert_rule(AlertRuleSpec.model_validate({**rule, "for": 0, "workers": ["w1"]}))
+    try:
+        row = wait_css(chromium, "#alerts tr[data-rule='browser-busy'][data-state='firing']", 5)
+        assert row.get_attribute("data-worker-id") == "w1"
+        wait_css(chromium, "#alert-history tr[data-state='firing']", 5)
+        badge = wait_css(chromium, "#firing[data-firing='1']", 5)
+        assert badge.is_displayed() and badge.text == "1"
+    finally:
+        api.delete_alert_rule("browser-busy")
+    wait_css(chromium, "#alert-history tr[data-state='resolved']", 5)  # "rule removed"
+    assert not find(chromium, "#alerts tr[data-rule='browser-busy']")
+    wait_css(chromium, "#firing[data-firing='0']", 5)
+    assert not wait_css(chromium, "#firing").is_displayed()
+    assert console_errors(chromium) == []
 
 
 def test_the_page_reconnects_by_itself_after_a_master_restart(

@@ -1,0 +1,244 @@
+// Alerts: the count of firing alerts beside the Alerts link on every page, and the alerts
+// page (#/alerts): the current alerts (pending, firing, recently resolved) and the newest
+// transitions of the history.
+//
+// Both follow the stream's `alerts` topic: an event says an alert fired or resolved, and
+// the alerts are read again (GET /api/alerts; the page also GET /api/alerts/history),
+// once per burst of events. An alert turning pending, or a silence, sends no event: the
+// page reads again every 10 s (the count every 30 s), and every 5 s while the events do
+// not flow. A master without alerts answers 503: the page says so and the count hides.
+
+import { ApiError, getJson } from "./api";
+import { ago, el } from "./format";
+import type { TopicSource } from "./stream";
+
+const BURST_MS = 250; // events that come together: one read
+const PAGE_REFRESH_MS = 10_000;
+const COUNT_REFRESH_MS = 30_000;
+const POLL_MS = 5000; // without the events
+const HISTORY_SHOWN = 50;
+
+interface Alert {
+  rule: string;
+  worker_id: string;
+  state: string;
+  severity: string;
+  value: number | null;
+  since: number;
+  fired_at: number | null;
+  resolved_at: number | null;
+  silenced: boolean;
+  summary: string;
+}
+
+interface AlertEvent {
+  id: number;
+  at: number;
+  rule: string;
+  worker_id: string;
+  state: string;
+  severity: string;
+  value: number | null;
+  silenced: boolean;
+  reason: string;
+}
+
+/** Reads something again on every burst of `alerts` events, and every `liveMs` (every
+ *  POLL_MS while the events do not flow). */
+class AlertsFollower {
+  private timer: number | undefined;
+  private timerMs = 0;
+  private burst: number | undefined;
+  private stopEvents: (() => void) | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly topics: TopicSource,
+    private readonly read: () => Promise<void>,
+    private readonly liveMs: number,
+    private readonly liveChanged: (live: boolean) => void = () => {},
+  ) {}
+
+  start(): void {
+    void this.read();
+    this.every(POLL_MS);
+    this.stopEvents = this.topics.subscribe("alerts", {
+      ready: () => {
+        this.liveChanged(true);
+        this.every(this.liveMs);
+        void this.read(); // from now on no transition is missed
+      },
+      lost: () => {
+        this.liveChanged(false);
+        this.every(POLL_MS);
+      },
+      event: () => {
+        if (this.burst !== undefined || this.closed) return;
+        this.burst = window.setTimeout(() => {
+          this.burst = undefined;
+          void this.read();
+        }, BURST_MS);
+      },
+    });
+  }
+
+  stop(): void {
+    this.closed = true;
+    this.stopEvents?.();
+    this.stopEvents = null;
+    window.clearInterval(this.timer);
+    window.clearTimeout(this.burst);
+  }
+
+  private every(ms: number): void {
+    if (this.closed || ms === this.timerMs) return;
+    window.clearInterval(this.timer);
+    this.timerMs = ms;
+    this.timer = window.setInterval(() => void this.read(), ms);
+  }
+}
+
+/** The number of firing alerts (not silenced) beside the Alerts link. */
+export class FiringCount {
+  private readonly follower: AlertsFollower;
+
+  constructor(
+    topics: TopicSource,
+    private readonly badge: HTMLElement,
+  ) {
+    this.follower = new AlertsFollower(topics, () => this.read(), COUNT_REFRESH_MS);
+  }
+
+  start(): void {
+    this.follower.start();
+  }
+
+  stop(): void {
+    this.follower.stop();
+  }
+
+  private async read(): Promise<void> {
+    let firing: number;
+    try {
+      const alerts = await getJson<Alert[]>("/api/alerts?state=firing");
+      firing = alerts.filter((a) => !a.silenced).length;
+    } catch {
+      firing = 0; // no alerts on this master, or it does not answer: nothing to show
+    }
+    this.badge.dataset.firing = String(firing);
+    this.badge.textContent = firing ? String(firing) : "";
+    this.badge.hidden = firing === 0;
+  }
+}
+
+function alertRow(alert: Alert, now: number): HTMLTableRowElement {
+  const state = alert.silenced ? `${alert.state}, silenced` : alert.state;
+  return el(
+    "tr",
+    { "data-rule": alert.rule, "data-worker-id": alert.worker_id, "data-state": alert.state },
+    el("td", {}, el("span", { class: "badge", "data-state": alert.state }, state)),
+    el("td", {}, alert.rule),
+    el("td", {}, el("a", { href: `#/worker/${encodeURIComponent(alert.worker_id)}` }, alert.worker_id)),
+    el("td", {}, alert.severity),
+    el("td", { class: "c-num" }, alert.value === null ? "–" : String(Number(alert.value.toFixed(2)))),
+    el("td", {}, ago(alert.fired_at ?? alert.since, now)),
+    el("td", { class: "ellipsis", title: alert.summary }, alert.summary || "–"),
+  );
+}
+
+function eventRow(event: AlertEvent, now: number): HTMLTableRowElement {
+  return el(
+    "tr",
+    { "data-event-id": String(event.id), "data-state": event.state },
+    el("td", {}, ago(event.at, now)),
+    el("td", {}, el("span", { class: "badge", "data-state": event.state }, event.state)),
+    el("td", {}, event.rule),
+    el("td", {}, el("a", { href: `#/worker/${encodeURIComponent(event.worker_id)}` }, event.worker_id)),
+    el("td", { class: "c-num" }, event.value === null ? "–" : String(Number(event.value.toFixed(2)))),
+    el("td", {}, [event.silenced ? "silenced" : "", event.reason].filter(Boolean).join("; ") || "–"),
+  );
+}
+
+function table(headings: string[], rows: HTMLTableRowElement[]): HTMLTableElement {
+  return el(
+    "table",
+    { class: "tasks" },
+    el("thead", {}, el("tr", {}, ...headings.map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...rows),
+  );
+}
+
+export class AlertsView {
+  readonly root: HTMLElement;
+  private readonly current = el("div", { id: "alerts" });
+  private readonly history = el("div", { id: "alert-history" });
+  private readonly line = el("p", { class: "line", id: "alerts-line" });
+  private readonly follower: AlertsFollower;
+  private generation = 0;
+
+  constructor(topics: TopicSource) {
+    this.root = el(
+      "section",
+      { class: "alerts-page", "data-live": "false" },
+      el("h1", {}, "Alerts"),
+      this.line,
+      this.current,
+      el("h2", {}, "History"),
+      this.history,
+    );
+    this.follower = new AlertsFollower(topics, () => this.read(), PAGE_REFRESH_MS, (live) => {
+      this.root.dataset.live = String(live);
+    });
+  }
+
+  mount(parent: HTMLElement): void {
+    parent.replaceChildren(this.root);
+    this.follower.start();
+  }
+
+  unmount(): void {
+    this.follower.stop();
+  }
+
+  private async read(): Promise<void> {
+    const generation = ++this.generation;
+    let alerts: Alert[];
+    let events: AlertEvent[];
+    try {
+      [alerts, events] = await Promise.all([
+        getJson<Alert[]>("/api/alerts"),
+        getJson<AlertEvent[]>(`/api/alerts/history?limit=${HISTORY_SHOWN}`),
+      ]);
+    } catch (error) {
+      if (generation !== this.generation) return;
+      this.line.textContent =
+        error instanceof ApiError && error.status === 503
+          ? "Alerts are not enabled on this master."
+          : error instanceof Error
+            ? error.message
+            : String(error);
+      return;
+    }
+    if (generation !== this.generation) return; // a newer read is on its way
+    this.line.textContent = "";
+    const now = Date.now() / 1000;
+    const order: Record<string, number> = { firing: 0, pending: 1, resolved: 2 };
+    alerts.sort((a, b) => (order[a.state] ?? 3) - (order[b.state] ?? 3) || b.since - a.since);
+    this.current.replaceChildren(
+      alerts.length
+        ? table(
+            ["State", "Rule", "Worker", "Severity", "Value", "Since", "Summary"],
+            alerts.map((a) => alertRow(a, now)),
+          )
+        : el("p", { class: "empty" }, "No alerts."),
+    );
+    this.history.replaceChildren(
+      events.length
+        ? table(
+            ["When", "State", "Rule", "Worker", "Value", "Note"],
+            events.map((e) => eventRow(e, now)),
+          )
+        : el("p", { class: "empty" }, "Nothing yet."),
+    );
+  }
+}
