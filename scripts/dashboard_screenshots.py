@@ -2,8 +2,9 @@
 """Screenshots of the web dashboard for the docs (docs/images/dashboard-*.png).
 
 A secure master, a few real workers (one stopped, to show an inactive row), tasks that
-burn CPU and print, then headless Chromium (Debian's) takes the overview, a worker's
-page and a task's page. About a minute.
+burn CPU and print, two alert rules (busy CPU on the GPU nodes, a worker down), then
+headless Chromium (Debian's) takes the overview, a worker's page, a task's page and the
+alerts page. About a minute.
 
     .venv/bin/python scripts/dashboard_screenshots.py [OUT_DIR]
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cloudai.api.models import AlertRuleSpec  # noqa: E402
 from tests.harness import admin_client, start_master, start_worker, wait_until  # noqa: E402
 from tests.integration.browser.chromium import missing_browser, new_chromium  # noqa: E402
 
@@ -36,6 +38,10 @@ def main() -> None:
     workers = []
     try:
         api = admin_client(master)
+        busy = {"metric": "cpu_usage", "threshold": 20, "for": "5s", "workers": "gpu-*"}
+        api.add_alert_rule(AlertRuleSpec.model_validate({"name": "busy-gpu-node", **busy}))
+        down = {"kind": "worker_inactive", "severity": "critical"}
+        api.add_alert_rule(AlertRuleSpec.model_validate({"name": "worker-down", **down}))
         for worker_id in WORKERS:
             token = api.create_join_token(uses=1, worker_id=worker_id).token
             grpc = master.extra["grpc"]
@@ -70,6 +76,10 @@ def main() -> None:
             driver.execute_script(f"location.hash = '#/tasks/{task_ids[0]}'")
             time.sleep(4)
             driver.save_screenshot(str(out / "dashboard-task.png"))
+            driver.set_window_size(1280, 600)
+            driver.execute_script("location.hash = '#/alerts'")
+            time.sleep(3)
+            driver.save_screenshot(str(out / "dashboard-alerts.png"))
         finally:
             driver.quit()
     finally:
