@@ -1,6 +1,8 @@
 // Alerts: the count of firing alerts beside the Alerts link on every page, and the alerts
-// page (#/alerts): the current alerts (pending, firing, recently resolved) and the newest
-// transitions of the history.
+// page (#/alerts): the current alerts (pending, firing, recently resolved), the silences
+// and the newest transitions of the history. A token that may make admin calls silences
+// an alert for an hour (POST /api/silences) and ends a silence (DELETE
+// /api/silences/{id}) from the page.
 //
 // Both follow the stream's `alerts` topic: an event says an alert fired or resolved, and
 // the alerts are read again (GET /api/alerts; the page also GET /api/alerts/history),
@@ -8,8 +10,8 @@
 // page reads again every 10 s (the count every 30 s), and every 5 s while the events do
 // not flow. A master without alerts answers 503: the page says so and the count hides.
 
-import { ApiError, getJson } from "./api";
-import { ago, el } from "./format";
+import { ApiError, getJson, learnedReadOnly, postJson, request } from "./api";
+import { ago, el, time } from "./format";
 import type { TopicSource } from "./stream";
 
 const BURST_MS = 250; // events that come together: one read
@@ -17,6 +19,7 @@ const PAGE_REFRESH_MS = 10_000;
 const COUNT_REFRESH_MS = 30_000;
 const POLL_MS = 5000; // without the events
 const HISTORY_SHOWN = 50;
+const SILENCE_SECONDS = 3600; // the page's Silence button
 
 interface Alert {
   rule: string;
@@ -29,6 +32,16 @@ interface Alert {
   resolved_at: number | null;
   silenced: boolean;
   summary: string;
+}
+
+interface Silence {
+  silence_id: string;
+  matchers: { name: string; value: string; op: string }[];
+  starts_at: number;
+  ends_at: number;
+  created_by: string;
+  comment: string;
+  state: string;
 }
 
 interface AlertEvent {
@@ -117,6 +130,11 @@ export class FiringCount {
     this.follower.stop();
   }
 
+  /** Read again now (after a silence made or ended here: no event says so). */
+  refresh(): void {
+    void this.read();
+  }
+
   private async read(): Promise<void> {
     let firing: number;
     try {
@@ -131,7 +149,7 @@ export class FiringCount {
   }
 }
 
-function alertRow(alert: Alert, now: number): HTMLTableRowElement {
+function alertRow(alert: Alert, now: number, action: Node): HTMLTableRowElement {
   const state = alert.silenced ? `${alert.state}, silenced` : alert.state;
   return el(
     "tr",
@@ -143,6 +161,21 @@ function alertRow(alert: Alert, now: number): HTMLTableRowElement {
     el("td", { class: "c-num" }, alert.value === null ? "–" : String(Number(alert.value.toFixed(2)))),
     el("td", {}, ago(alert.fired_at ?? alert.since, now)),
     el("td", { class: "ellipsis", title: alert.summary }, alert.summary || "–"),
+    el("td", {}, action),
+  );
+}
+
+function silenceRow(silence: Silence, action: Node): HTMLTableRowElement {
+  const matchers = silence.matchers.map((m) => `${m.name}${m.op}${m.value}`).join(", ");
+  return el(
+    "tr",
+    { "data-silence-id": silence.silence_id, "data-state": silence.state },
+    el("td", {}, el("span", { class: "badge", "data-state": silence.state }, silence.state)),
+    el("td", { class: "mono" }, matchers),
+    el("td", {}, time(silence.ends_at)),
+    el("td", {}, silence.created_by || "–"),
+    el("td", { class: "ellipsis", title: silence.comment }, silence.comment || "–"),
+    el("td", {}, action),
   );
 }
 
@@ -171,18 +204,26 @@ function table(headings: string[], rows: HTMLTableRowElement[]): HTMLTableElemen
 export class AlertsView {
   readonly root: HTMLElement;
   private readonly current = el("div", { id: "alerts" });
+  private readonly silences = el("div", { id: "silences" });
   private readonly history = el("div", { id: "alert-history" });
   private readonly line = el("p", { class: "line", id: "alerts-line" });
   private readonly follower: AlertsFollower;
   private generation = 0;
+  private readFailed = false; // the line says why the last read failed
 
-  constructor(topics: TopicSource) {
+  constructor(
+    topics: TopicSource,
+    private readonly admin: () => boolean,
+    private readonly changed: () => void, // a silence made or ended here
+  ) {
     this.root = el(
       "section",
       { class: "alerts-page", "data-live": "false" },
       el("h1", {}, "Alerts"),
       this.line,
       this.current,
+      el("h2", {}, "Silences"),
+      this.silences,
       el("h2", {}, "History"),
       this.history,
     );
@@ -203,14 +244,17 @@ export class AlertsView {
   private async read(): Promise<void> {
     const generation = ++this.generation;
     let alerts: Alert[];
+    let silences: Silence[];
     let events: AlertEvent[];
     try {
-      [alerts, events] = await Promise.all([
+      [alerts, silences, events] = await Promise.all([
         getJson<Alert[]>("/api/alerts"),
+        getJson<Silence[]>("/api/silences"),
         getJson<AlertEvent[]>(`/api/alerts/history?limit=${HISTORY_SHOWN}`),
       ]);
     } catch (error) {
       if (generation !== this.generation) return;
+      this.readFailed = true;
       this.line.textContent =
         error instanceof ApiError && error.status === 503
           ? "Alerts are not enabled on this master."
@@ -220,17 +264,28 @@ export class AlertsView {
       return;
     }
     if (generation !== this.generation) return; // a newer read is on its way
-    this.line.textContent = "";
+    if (this.readFailed) this.line.textContent = "";
+    this.readFailed = false;
     const now = Date.now() / 1000;
+    const admin = this.admin();
     const order: Record<string, number> = { firing: 0, pending: 1, resolved: 2 };
     alerts.sort((a, b) => (order[a.state] ?? 3) - (order[b.state] ?? 3) || b.since - a.since);
     this.current.replaceChildren(
       alerts.length
         ? table(
-            ["State", "Rule", "Worker", "Severity", "Value", "Since", "Summary"],
-            alerts.map((a) => alertRow(a, now)),
+            ["State", "Rule", "Worker", "Severity", "Value", "Since", "Summary", ""],
+            alerts.map((a) => alertRow(a, now, admin ? this.silenceButton(a) : el("span"))),
           )
         : el("p", { class: "empty" }, "No alerts."),
+    );
+    const shown = silences.filter((s) => s.state !== "expired");
+    this.silences.replaceChildren(
+      shown.length
+        ? table(
+            ["State", "Matches", "Ends", "By", "Comment", ""],
+            shown.map((s) => silenceRow(s, admin ? this.endButton(s) : el("span"))),
+          )
+        : el("p", { class: "empty" }, "No silences."),
     );
     this.history.replaceChildren(
       events.length
@@ -240,5 +295,47 @@ export class AlertsView {
           )
         : el("p", { class: "empty" }, "Nothing yet."),
     );
+  }
+
+  private silenceButton(alert: Alert): Node {
+    if (alert.silenced || alert.state === "resolved") return el("span");
+    const matchers = [
+      { name: "alertname", value: alert.rule, op: "=" },
+      { name: "worker_id", value: alert.worker_id, op: "=" },
+    ];
+    return this.button("Silence 1 h", { "data-silence": `${alert.rule}/${alert.worker_id}` }, () =>
+      postJson<Silence>("/api/silences", {
+        matchers,
+        duration_seconds: SILENCE_SECONDS,
+        comment: "from the dashboard",
+        created_by: "dashboard",
+      }).then((s) => `silenced ${alert.rule} on ${alert.worker_id} until ${time(s.ends_at)}`),
+    );
+  }
+
+  private endButton(silence: Silence): Node {
+    return this.button("End", { "data-end-silence": silence.silence_id }, () =>
+      request(`/api/silences/${encodeURIComponent(silence.silence_id)}`, { method: "DELETE" }).then(
+        () => `silence ${silence.silence_id} ended`,
+      ),
+    );
+  }
+
+  /** An admin action: its one-line outcome under the title, then the page and the count
+   *  read again (a silence sends no event). */
+  private button(label: string, attrs: Record<string, string>, act: () => Promise<string>): Node {
+    const button = el("button", { class: "cancel", ...attrs }, label);
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        this.line.textContent = await act();
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 403) learnedReadOnly();
+        this.line.textContent = error instanceof Error ? error.message : String(error);
+      }
+      this.changed();
+      void this.read();
+    });
+    return button;
   }
 }

@@ -61,7 +61,7 @@ function route(): void {
   if (parts[0] === "worker" && parts[1]) view = new WorkerView(cluster, parts[1], isAdmin, live);
   else if (parts[0] === "tasks" && parts[1]) view = new TaskView(parts[1], isAdmin, live);
   else if (parts[0] === "tasks") view = new TasksView(isAdmin, live);
-  else if (parts[0] === "alerts") view = new AlertsView(live);
+  else if (parts[0] === "alerts") view = new AlertsView(live, isAdmin, () => firing?.refresh());
   else view = overview ??= new OverviewView(cluster);
   for (const link of document.querySelectorAll<HTMLElement>("[data-nav]")) {
     const page = parts[0] === "tasks" || parts[0] === "alerts" ? parts[0] : "overview";

@@ -6,7 +6,7 @@ heartbeat, show a killed worker inactive, draw a worker's stored history, tail a
 task's output as it grows, show a new task on the tasks page from the stream's events
 (no new read of the list), follow a task's state on its page and a worker's tasks on
 its page from the same events, show a firing alert on the alerts page and beside its
-link, say when a failed task's next attempt starts, let an admin
+link and silence it, say when a failed task's next attempt starts, let an admin
 cancel a task (a read token is told no), and reconnect by itself when the master
 restarts.
 Screenshots of the overview and of a worker's page are left in build/dashboard/.
@@ -348,7 +348,9 @@ def test_alerts_page_and_the_firing_count_follow_the_alert_events(
     chromium: Any, cluster: Cluster
 ) -> None:
     """An alert that fires shows on the alerts page, in its history and as the count
-    beside the Alerts link; the rule deleted, it resolves (in the history) and goes.
+    beside the Alerts link; an admin silences it and ends the silence from the page (a
+    read token has no such button); the rule deleted, it resolves (in the history) and
+    goes.
     Each shows within 5 s of a read: the page reads every 10 s, so it came from the
     stream's alert events."""
     api = admin_client(cluster.master)
@@ -367,6 +369,27 @@ def test_alerts_page_and_the_firing_count_follow_the_alert_events(
         wait_css(chromium, "#alert-history tr[data-state='firing']", 5)
         badge = wait_css(chromium, "#firing[data-firing='1']", 5)
         assert badge.is_displayed() and badge.text == "1"
+
+        # An admin silences it from the page, and ends the silence.
+        wait_css(chromium, "button[data-silence='browser-busy/w1']").click()
+        silence = wait_css(chromium, "#silences tr[data-state='active']", 10)
+        assert "alertname=browser-busy, worker_id=w1" in silence.text
+        wait_css(chromium, "#firing[data-firing='0']", 5)
+        (made,) = api.silences()
+        assert made.created_by == "dashboard" and 3500 < made.ends_at - made.starts_at <= 3600
+        silence.find_element("css selector", "button[data-end-silence]").click()
+        wait_css(chromium, "#silences .empty", 10)
+        wait_css(chromium, "#firing[data-firing='1']", 5)
+        assert api.silences() == []
+
+        read = api.create_api_token(Scope.READ, "alerts-test").token
+        open_dashboard(chromium, cluster, read)
+        go(chromium, "#/alerts")
+        wait_css(chromium, "#alerts tr[data-rule='browser-busy']", 10)
+        assert not find(chromium, "button[data-silence]")
+        open_dashboard(chromium, cluster)
+        go(chromium, "#/alerts")
+        wait_css(chromium, ".alerts-page[data-live='true']", 10)
     finally:
         api.delete_alert_rule("browser-busy")
     wait_css(chromium, "#alert-history tr[data-state='resolved']", 5)  # "rule removed"
