@@ -11,6 +11,7 @@
 // not flow. A master without alerts answers 503: the page says so and the count hides.
 
 import { ApiError, getJson, learnedReadOnly, postJson, request } from "./api";
+import { TopicFollower } from "./follow";
 import { ago, el, time } from "./format";
 import type { TopicSource } from "./stream";
 
@@ -56,58 +57,41 @@ interface AlertEvent {
   reason: string;
 }
 
-/** Reads something again on every burst of `alerts` events, and every `liveMs` (every
- *  POLL_MS while the events do not flow). */
+/** Follows the `alerts` topic (follow.ts): an event (an alert fired or resolved) makes
+ *  one read per burst of events. */
 class AlertsFollower {
-  private timer: number | undefined;
-  private timerMs = 0;
+  private readonly follower: TopicFollower;
   private burst: number | undefined;
-  private stopEvents: (() => void) | null = null;
-  private closed = false;
 
   constructor(
-    private readonly topics: TopicSource,
-    private readonly read: () => Promise<void>,
-    private readonly liveMs: number,
-    private readonly liveChanged: (live: boolean) => void = () => {},
-  ) {}
+    topics: TopicSource,
+    read: () => Promise<boolean>,
+    liveMs: number,
+    liveChanged?: (live: boolean) => void,
+  ) {
+    const event = () => this.onEvent();
+    this.follower = new TopicFollower(topics, "alerts", { read, event, liveChanged }, liveMs, POLL_MS);
+  }
 
   start(): void {
-    void this.read();
-    this.every(POLL_MS);
-    this.stopEvents = this.topics.subscribe("alerts", {
-      ready: () => {
-        this.liveChanged(true);
-        this.every(this.liveMs);
-        void this.read(); // from now on no transition is missed
-      },
-      lost: () => {
-        this.liveChanged(false);
-        this.every(POLL_MS);
-      },
-      event: () => {
-        if (this.burst !== undefined || this.closed) return;
-        this.burst = window.setTimeout(() => {
-          this.burst = undefined;
-          void this.read();
-        }, BURST_MS);
-      },
-    });
+    this.follower.start();
   }
 
   stop(): void {
-    this.closed = true;
-    this.stopEvents?.();
-    this.stopEvents = null;
-    window.clearInterval(this.timer);
+    this.follower.stop();
     window.clearTimeout(this.burst);
   }
 
-  private every(ms: number): void {
-    if (this.closed || ms === this.timerMs) return;
-    window.clearInterval(this.timer);
-    this.timerMs = ms;
-    this.timer = window.setInterval(() => void this.read(), ms);
+  read(): Promise<void> {
+    return this.follower.read();
+  }
+
+  private onEvent(): void {
+    if (this.burst !== undefined) return;
+    this.burst = window.setTimeout(() => {
+      this.burst = undefined;
+      void this.follower.read();
+    }, BURST_MS);
   }
 }
 
@@ -132,20 +116,21 @@ export class FiringCount {
 
   /** Read again now (after a silence made or ended here: no event says so). */
   refresh(): void {
-    void this.read();
+    void this.follower.read();
   }
 
-  private async read(): Promise<void> {
-    let firing: number;
+  private async read(): Promise<boolean> {
+    let alerts: Alert[] | null = null;
     try {
-      const alerts = await getJson<Alert[]>("/api/alerts?state=firing");
-      firing = alerts.filter((a) => !a.silenced).length;
+      alerts = await getJson<Alert[]>("/api/alerts?state=firing");
     } catch {
-      firing = 0; // no alerts on this master, or it does not answer: nothing to show
+      // no alerts on this master, or it does not answer: nothing to show
     }
+    const firing = alerts?.filter((a) => !a.silenced).length ?? 0;
     this.badge.dataset.firing = String(firing);
     this.badge.textContent = firing ? String(firing) : "";
     this.badge.hidden = firing === 0;
+    return alerts !== null;
   }
 }
 
@@ -241,7 +226,7 @@ export class AlertsView {
     this.follower.stop();
   }
 
-  private async read(): Promise<void> {
+  private async read(): Promise<boolean> {
     const generation = ++this.generation;
     let alerts: Alert[];
     let silences: Silence[];
@@ -253,7 +238,7 @@ export class AlertsView {
         getJson<AlertEvent[]>(`/api/alerts/history?limit=${HISTORY_SHOWN}`),
       ]);
     } catch (error) {
-      if (generation !== this.generation) return;
+      if (generation !== this.generation) return false;
       this.readFailed = true;
       this.line.textContent =
         error instanceof ApiError && error.status === 503
@@ -261,9 +246,9 @@ export class AlertsView {
           : error instanceof Error
             ? error.message
             : String(error);
-      return;
+      return false;
     }
-    if (generation !== this.generation) return; // a newer read is on its way
+    if (generation !== this.generation) return false; // a newer read is on its way
     if (this.readFailed) this.line.textContent = "";
     this.readFailed = false;
     const now = Date.now() / 1000;
@@ -295,6 +280,7 @@ export class AlertsView {
           )
         : el("p", { class: "empty" }, "Nothing yet."),
     );
+    return true;
   }
 
   private silenceButton(alert: Alert): Node {
@@ -334,7 +320,7 @@ export class AlertsView {
         this.line.textContent = error instanceof Error ? error.message : String(error);
       }
       this.changed();
-      void this.read();
+      void this.follower.read();
     });
     return button;
   }

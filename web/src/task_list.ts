@@ -1,12 +1,11 @@
-// A list of tasks kept live (the tasks page, a worker's page): read once (GET /api/tasks),
-// then updated from the `tasks` events of the stream. Each event carries the task as the
-// list shows it, so a task is updated, inserted or dropped from the event alone. When the
-// subscription is in force (at the start and after every reconnect) the list is read
-// again, so the events missed while disconnected are not missed here; every 30 s it is
-// read again anyway, as a safety net. Without the events (the stream is down, or the
-// master does not send them) it is read every `pollMs`.
+// A list of tasks kept live (the tasks page, a worker's page): read with GET /api/tasks,
+// then updated from the `tasks` events of the stream (follow.ts: read again when the
+// subscription is in force, every 30 s, and every `pollMs` without the events). Each
+// event carries the task as the list shows it, so a task is updated, inserted or dropped
+// from the event alone.
 
 import { getJson } from "./api";
+import { TopicFollower } from "./follow";
 import type { TopicSource } from "./stream";
 import type { Task } from "./tasks_table";
 
@@ -37,56 +36,61 @@ export function isTask(value: Record<string, unknown>): value is Record<string, 
 
 export class LiveTaskList {
   tasks: Task[] = []; // newest first
-  live = false; // the stream's task events come
   private loaded = false;
   private kept: TaskSelection | null = null; // the selection of the list in `tasks`
   private generation = 0; // of the latest read: an older answer is dropped
   private readonly recording = new Set<Task[]>(); // events that came during each read
-  private timer: number | undefined;
-  private timerMs = 0;
-  private stopEvents: (() => void) | null = null;
+  private readonly follower: TopicFollower;
   private frame: number | undefined;
   private closed = false;
 
   constructor(
-    private readonly topics: TopicSource,
+    topics: TopicSource,
     private readonly owner: TaskListOwner,
-    private readonly pollMs: number,
-  ) {}
+    pollMs: number,
+  ) {
+    this.follower = new TopicFollower(
+      topics,
+      "tasks",
+      {
+        read: () => this.read(),
+        event: (event) => this.onEvent(event),
+        liveChanged: (live) => owner.liveChanged?.(live),
+      },
+      LIVE_REFRESH_MS,
+      pollMs,
+    );
+  }
+
+  /** The stream's task events come. */
+  get live(): boolean {
+    return this.follower.live;
+  }
 
   start(): void {
-    this.every(this.pollMs); // until the stream answers
-    this.stopEvents = this.topics.subscribe("tasks", {
-      ready: () => {
-        this.setLive(true);
-        void this.load(); // from now on no event is missed
-      },
-      lost: () => {
-        this.setLive(false);
-        if (!this.loaded) void this.load();
-      },
-      event: (event) => this.onEvent(event),
-    });
+    this.follower.start();
   }
 
   stop(): void {
     this.closed = true;
-    this.stopEvents?.();
-    this.stopEvents = null;
-    window.clearInterval(this.timer);
+    this.follower.stop();
     if (this.frame !== undefined) cancelAnimationFrame(this.frame);
   }
 
-  /** Reads the list (again): at start, when the selection changed, after an action
-   *  whose outcome no event will bring. */
-  async load(): Promise<void> {
+  /** Reads the list again now: when the selection changed, after an action whose
+   *  outcome no event will bring. */
+  load(): Promise<void> {
+    return this.follower.read();
+  }
+
+  private async read(): Promise<boolean> {
     const selection = this.owner.selection();
     const generation = ++this.generation;
     const during: Task[] = [];
     this.recording.add(during);
     try {
       const tasks = await getJson<Task[]>(`/api/tasks?${selection.query}`);
-      if (generation !== this.generation || this.closed) return;
+      if (generation !== this.generation || this.closed) return false;
       tasks.reverse();
       this.tasks = tasks;
       this.kept = selection;
@@ -94,26 +98,15 @@ export class LiveTaskList {
       // An event that came while the list was on its way may be newer than the list.
       for (const task of during) this.apply(task);
       this.owner.changed();
+      return true;
     } catch (error) {
       if (generation === this.generation && !this.closed) {
         this.owner.failed(error instanceof Error ? error.message : String(error));
       }
+      return false;
     } finally {
       this.recording.delete(during);
     }
-  }
-
-  private setLive(live: boolean): void {
-    this.live = live;
-    this.owner.liveChanged?.(live);
-    this.every(live ? LIVE_REFRESH_MS : this.pollMs);
-  }
-
-  private every(ms: number): void {
-    if (this.closed || ms === this.timerMs) return;
-    window.clearInterval(this.timer);
-    this.timerMs = ms;
-    this.timer = window.setInterval(() => void this.load(), ms);
   }
 
   private onEvent(event: Record<string, unknown>): void {

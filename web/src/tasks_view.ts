@@ -6,6 +6,7 @@
 import { ApiError, getJson, request } from "./api";
 import { duration, el, figure, time } from "./format";
 import type { TopicSource } from "./stream";
+import { TopicFollower } from "./follow";
 import { LiveTaskList, type TaskSelection, isTask } from "./task_list";
 import {
   ACTIVE_STATUSES,
@@ -168,9 +169,7 @@ export class TaskView {
   private readonly logNote = el("p", { class: "note", id: "log-note" });
   private task: Task | null = null;
   private closed = false;
-  private timer: number | undefined;
-  private timerMs = 0;
-  private stopEvents: (() => void) | null = null;
+  private readonly follower: TopicFollower;
   private readonly recording = new Set<Task[]>(); // events that came during each read
   private abort = new AbortController();
   private streaming = false;
@@ -179,8 +178,21 @@ export class TaskView {
   constructor(
     private readonly taskId: string,
     private readonly admin: () => boolean,
-    private readonly topics: TopicSource,
+    topics: TopicSource,
   ) {
+    this.follower = new TopicFollower(
+      topics,
+      "tasks",
+      {
+        read: () => this.refresh(),
+        event: (event) => this.onEvent(event),
+        liveChanged: (live) => {
+          this.root.dataset.live = String(live);
+        },
+      },
+      TASK_REFRESH_MS,
+      TASK_POLL_MS,
+    );
     this.root = el(
       "section",
       { class: "task", "data-task-id": taskId, "data-live": "false" },
@@ -195,60 +207,42 @@ export class TaskView {
     );
   }
 
-  /** The task is read once, then follows the stream's `tasks` events (read again when
-   *  they start to flow, every 30 s, and every 2 s while they do not). */
+  /** The task is read once, then follows the stream's `tasks` events (follow.ts: read
+   *  again when they start to flow, every 30 s, and every 2 s while they do not). */
   mount(parent: HTMLElement): void {
     parent.replaceChildren(this.root);
-    void this.refresh().then(() => void this.tail());
-    this.every(TASK_POLL_MS);
-    this.stopEvents = this.topics.subscribe("tasks", {
-      ready: () => {
-        this.setLive(true);
-        void this.refresh(); // from now on no change is missed
-      },
-      lost: () => this.setLive(false),
-      event: (event) => this.onEvent(event),
+    void this.follower.read().then(() => {
+      if (this.closed) return;
+      this.follower.start();
+      void this.tail();
     });
   }
 
   unmount(): void {
     this.closed = true;
     this.abort.abort();
-    this.stopEvents?.();
-    this.stopEvents = null;
-    window.clearInterval(this.timer);
+    this.follower.stop();
   }
 
-  private setLive(live: boolean): void {
-    this.root.dataset.live = String(live);
-    this.every(live ? TASK_REFRESH_MS : TASK_POLL_MS);
-  }
-
-  private every(ms: number): void {
-    if (this.closed || ms === this.timerMs) return;
-    window.clearInterval(this.timer);
-    this.timerMs = ms;
-    this.timer = window.setInterval(() => void this.refresh(), ms);
-  }
-
-  private async refresh(): Promise<void> {
+  private async refresh(): Promise<boolean> {
     const during: Task[] = [];
     this.recording.add(during);
     try {
       this.task = await getJson<Task>(`/api/tasks/${encodeURIComponent(this.taskId)}`);
     } catch (error) {
       this.line.textContent = error instanceof Error ? error.message : String(error);
-      return;
+      return false;
     } finally {
       this.recording.delete(during);
     }
-    if (this.closed) return;
+    if (this.closed) return false;
     // An event that came while the task was on its way may be newer than the read.
     for (const event of during) this.apply(event);
     this.render();
     if (!this.streaming && this.task.logs !== undefined && this.task.logs !== this.text) {
       this.setText(this.task.logs);
     }
+    return true;
   }
 
   private onEvent(event: Record<string, unknown>): void {
@@ -260,7 +254,7 @@ export class TaskView {
     this.render();
     // A worker that does not stream its output reports its logs with its result; the
     // events carry no logs: read them.
-    if (ended && !this.streaming) void this.refresh();
+    if (ended && !this.streaming) void this.follower.read();
   }
 
   /** The task of an event, with the logs of the last read (events carry none). */
@@ -295,7 +289,7 @@ export class TaskView {
       this.actions.append(
         cancelButton(task, (line) => {
           this.line.textContent = line;
-          void this.refresh();
+          void this.follower.read();
         }),
       );
     } else if (!cancellable) {
